@@ -1,0 +1,161 @@
+"""Reading and writing weight files safely: safetensors, and pickles through ``weights_only=True`` only."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import AdapterFormatError, UnsafePickleError
+
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+CONVERT_PICKLE_HINT = (
+    "It was refused without running it. If you trust where it came from, convert it once to safetensors "
+    "in a throwaway environment: python -c \"import torch; from safetensors.torch import save_file; "
+    "sd = torch.load('{path}', map_location='cpu', weights_only=False); sd = sd.get('state_dict', sd); "
+    "save_file({{k: v.contiguous() for k, v in sd.items() if isinstance(v, torch.Tensor)}}, '{stem}.safetensors')\" "
+    "and load the .safetensors file instead."
+)
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AdapterFormatError(path, "an existing file or folder", "nothing at that path")
+    if path.is_file() and path.stat().st_size == 0:
+        raise AdapterFormatError(path, "a weight file (.safetensors or .ckpt)", "an empty file (0 bytes)")
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read every tensor and the ``__metadata__`` header of a safetensors file."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise AdapterFormatError(
+            path, "a complete safetensors file", f"an unreadable or truncated file ({e})"
+        ) from e
+    return tensors, metadata
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """Read only the ``__metadata__`` header (cheap: no tensor data is touched)."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise AdapterFormatError(path, "a complete safetensors file", f"an unreadable file ({e})") from e
+
+
+def unwrap_state_dict(obj: object) -> object:
+    """Descend into nested ``state_dict`` wrappers, as diffusers' single-file loader does."""
+    while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    return obj
+
+
+def read_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Load a torch pickle with ``weights_only=True``; never run code from the file."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = str(e).splitlines()[0] if str(e) else "a pickle that needs arbitrary code"
+        if "weights_only" in str(e) or "global" in str(e).lower() or "Unsupported" in str(e):
+            raise UnsafePickleError(
+                path,
+                "a pickle of plain tensors (loadable with weights_only=True)",
+                f"a pickle that would run code or build custom objects ({found})",
+                CONVERT_PICKLE_HINT.format(path=path, stem=path.with_suffix("")),
+            ) from e
+        raise AdapterFormatError(path, "a torch checkpoint", f"a corrupt pickle ({found})") from e
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as e:
+        raise AdapterFormatError(path, "a torch checkpoint", f"an unreadable or truncated file ({e})") from e
+    obj = unwrap_state_dict(obj)
+    if not isinstance(obj, Mapping):
+        raise AdapterFormatError(path, "a dict of tensors", f"a pickled {type(obj).__name__}")
+    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return tensors, {}
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read tensors and metadata from a ``.safetensors`` or (safely) a pickle file.
+
+    The container is decided by content, not by suffix: a safetensors file renamed ``.ckpt`` still loads.
+    Non-tensor entries (``animatediff_config``, ``epoch`` …) are dropped and ``state_dict`` wrappers unwrapped.
+    """
+    path = Path(path)
+    _check_exists(path)
+    if path.is_dir():
+        raise AdapterFormatError(path, "a weight file", "a folder (pass the file inside it, or use load_base)")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # zip-based torch.save or legacy pickle
+        return read_pickle(path)
+    if len(head) >= 8:
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n < 100_000_000 and head[8:9] == b"{":
+            tensors, metadata = read_safetensors(path)
+            tensors = unwrap_prefix_state_dict(tensors)
+            return tensors, metadata
+    raise AdapterFormatError(
+        path,
+        "a .safetensors file or a torch .ckpt/.pt pickle",
+        f"unrecognised bytes {head[:8]!r} (random data, a truncated download or another format)",
+    )
+
+
+def unwrap_prefix_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip a ``state_dict.`` key prefix that some converters flatten into safetensors files."""
+    if tensors and all(k.startswith("state_dict.") for k in tensors):
+        return {k[len("state_dict.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def save_safetensors_atomic(
+    tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write a safetensors file to a temporary name in the same folder, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            tmp,
+            metadata=dict(metadata or {}),
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_pickle_atomic(tensors: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """Write a plain dict of tensors with ``torch.save`` (loadable with ``weights_only=True``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
