@@ -1,0 +1,132 @@
+"""Community SD1.5 checkpoints, offline: diffusers folders and single-file LDM (civitai) checkpoints.
+
+A base is read into plain diffusers-layout state dicts plus the configs that describe them; building or
+swapping models from it is :mod:`motion_adapters.swap`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import AdapterFormatError
+from .io import read_state_dict
+
+COMPONENTS = ("unet", "vae", "text_encoder")
+_WEIGHT_NAMES = {
+    "unet": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+             "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"),
+    "vae": ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+            "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"),
+    "text_encoder": ("model.safetensors", "model.fp16.safetensors", "pytorch_model.bin", "pytorch_model.fp16.bin"),
+}
+
+
+@dataclass
+class BaseWeights:
+    """An SD1.5-family checkpoint as diffusers-layout state dicts (a component is None if the file lacks it)."""
+
+    source: str
+    source_format: str  # "diffusers-folder" | "ldm-single-file"
+    family: str
+    unet: dict[str, torch.Tensor]
+    vae: dict[str, torch.Tensor] | None
+    text_encoder: dict[str, torch.Tensor] | None
+    configs: dict[str, dict] = field(default_factory=dict)
+    tokenizer_dir: Path | None = None
+
+
+def skeleton_config(component: str) -> dict:
+    """The shipped SD1.5 config (no weights) of ``unet``, ``vae``, ``text_encoder`` or ``scheduler``."""
+    name = "scheduler_config.json" if component == "scheduler" else "config.json"
+    text = resources.files("motion_adapters.assets").joinpath(f"sd15/{component}/{name}").read_text()
+    return json.loads(text)
+
+
+def skeleton_dir(cache_root: Path | None = None) -> Path:
+    """A complete offline SD1.5 diffusers config folder (configs + CLIP tokenizer), for ``config=`` arguments."""
+    from .tokenizer import _cache_dir, clip_tokenizer_dir
+
+    out = (cache_root or _cache_dir().parent) / "sd15-skeleton"
+    if not (out / "tokenizer" / "merges.txt").exists():
+        src = resources.files("motion_adapters.assets").joinpath("sd15")
+        for comp in ("unet", "vae", "text_encoder", "scheduler"):
+            (out / comp).mkdir(parents=True, exist_ok=True)
+            name = "scheduler_config.json" if comp == "scheduler" else "config.json"
+            (out / comp / name).write_text(src.joinpath(f"{comp}/{name}").read_text())
+        (out / "model_index.json").write_text(src.joinpath("model_index.json").read_text())
+        shutil.copytree(clip_tokenizer_dir(), out / "tokenizer", dirs_exist_ok=True)
+    return out
+
+
+def _read_component(folder: Path, component: str) -> dict[str, torch.Tensor] | None:
+    sub = folder / component
+    if not sub.is_dir():
+        return None
+    for name in _WEIGHT_NAMES[component]:
+        if (sub / name).exists():
+            return read_state_dict(sub / name)[0]
+    raise AdapterFormatError(sub, f"one of {', '.join(_WEIGHT_NAMES[component])}", "no weight file")
+
+
+def _read_config(folder: Path, component: str) -> dict | None:
+    p = folder / component / "config.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return path.is_dir() and (path / "model_index.json").exists()
+
+
+def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWeights:
+    """Read a community checkpoint: a diffusers SD folder or a single-file LDM ``.safetensors``/``.ckpt``.
+
+    ``configs`` (``unet``/``vae``/``text_encoder``) describe the architecture for single-file checkpoints;
+    they default to the shipped SD1.5 skeleton. Nothing here touches the network.
+    """
+    path = Path(src)
+    if is_diffusers_folder(path):
+        unet = _read_component(path, "unet")
+        if unet is None:
+            raise AdapterFormatError(path, "a unet/ subfolder in the diffusers folder", "none")
+        cfgs = {c: cfg for c in COMPONENTS if (cfg := _read_config(path, c)) is not None}
+        tok = path / "tokenizer"
+        return BaseWeights(
+            source=str(path),
+            source_format="diffusers-folder",
+            family="sd15" if len(cfgs.get("unet", {}).get("block_out_channels", [0] * 4)) == 4 else "sdxl",
+            unet=unet,
+            vae=_read_component(path, "vae"),
+            text_encoder=_read_component(path, "text_encoder"),
+            configs=cfgs,
+            tokenizer_dir=tok if (tok / "vocab.json").exists() else None,
+        )
+    if path.is_dir():
+        raise AdapterFormatError(path, "a diffusers SD folder (with model_index.json) or a single checkpoint file",
+                                 "a folder without model_index.json")
+    from .formats.ldm import is_ldm_checkpoint, ldm_family, ldm_to_diffusers
+
+    tensors, _ = read_state_dict(path)
+    if not is_ldm_checkpoint(tensors):
+        from .loading import describe_keys
+
+        raise AdapterFormatError(path, "an SD checkpoint (keys under model.diffusion_model.)", describe_keys(tensors))
+    family = ldm_family(tensors)
+    if family not in ("sd15", "unknown"):
+        raise AdapterFormatError(path, "an SD1.5-family checkpoint", f"a {family} checkpoint")
+    cfgs = {c: (configs or {}).get(c) or skeleton_config(c) for c in COMPONENTS}
+    comps = ldm_to_diffusers(tensors, cfgs["unet"], cfgs["vae"], source=path)
+    return BaseWeights(
+        source=str(path),
+        source_format="ldm-single-file",
+        family=family if family != "unknown" else "sd15",
+        unet=comps["unet"],
+        vae=comps.get("vae"),
+        text_encoder=comps.get("text_encoder"),
+        configs=cfgs,
+    )

@@ -1,0 +1,102 @@
+"""The ``motion-adapters`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import MotionAdapterError
+
+
+def _human(n: int) -> str:
+    for unit in ("", "K", "M", "B"):
+        if abs(n) < 1000:
+            return f"{n:.3g}{unit}" if unit else str(n)
+        n /= 1000
+    return f"{n:.3g}T"
+
+
+def print_report(report: dict) -> None:
+    order = ["path", "kind", "format", "version", "base_family", "channels", "mid_block", "pe_length",
+             "max_frames", "num_modules", "lora_rank", "components", "num_params", "dtype", "file_size_bytes"]
+    for key in order:
+        if key in report:
+            value = report[key]
+            if key == "num_params":
+                value = f"{value:,} ({_human(value)})"
+            elif key == "components" and isinstance(value, dict):
+                value = ", ".join(f"{k} {_human(v)}" for k, v in value.items())
+            print(f"{key.replace('_', ' '):>16}: {value}")
+    if report.get("metadata"):
+        print(f"{'metadata':>16}:")
+        for k, v in report["metadata"].items():
+            text = json.dumps(v) if not isinstance(v, str) else v
+            print(f"{'':>18}{k}: {text[:200]}")
+
+
+def cmd_inspect(args) -> int:
+    from .loading import inspect_path
+
+    for path in args.files:
+        report = inspect_path(path)
+        if args.json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            print_report(report)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .convert import convert
+
+    out = convert(args.src, args.dst, args.to)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="motion-adapters",
+        description="AnimateDiff motion modules and LoRAs for any SD1.5 checkpoint: inspect, convert, generate.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="tell what a weight file or folder is",
+                       description="Report kind (motion module / motion LoRA / spatial LoRA / SD checkpoint), "
+                       "source layout, version (v1/v2/v3/SDXL-beta), channels, mid block, positional-encoding "
+                       "length, parameter count, dtype, LoRA rank and embedded metadata. Reads offline only; "
+                       ".ckpt files are opened with torch.load(weights_only=True).")
+    p.add_argument("files", nargs="+", help="weight files (.safetensors/.ckpt/.pt) or diffusers folders")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("convert", help="convert between our, original and diffusers layouts",
+                       description="Read SRC in any supported layout and write DST. Motion modules: ours "
+                       "(.safetensors with metadata), original (AnimateDiff layout with pos_encoder.pe, "
+                       ".safetensors or .ckpt), diffusers (MotionAdapter folder). LoRAs: ours, original "
+                       "(AnimateDiff processor layout), diffusers (PEFT layout), kohya (spatial LoRAs only). "
+                       "SD checkpoints: original (single-file LDM) or diffusers (folder).")
+    p.add_argument("src", help="source file or folder")
+    p.add_argument("dst", help="destination file (.safetensors/.ckpt) or folder (for --to diffusers)")
+    p.add_argument("--to", required=True, choices=["ours", "original", "diffusers", "kohya"],
+                   help="target layout")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except MotionAdapterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""Sniffing and loading: tell what a file is, then read it into our in-memory types.
+
+``load_adapter`` returns a :class:`MotionModuleWeights`, :class:`LoraWeights` or :class:`BaseWeights`;
+``inspect_path`` returns the report shown by ``motion-adapters inspect``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .base import BaseWeights, is_diffusers_folder, read_base
+from .errors import AdapterFormatError
+from .formats import ours
+from .formats.lora import LoraWeights, detect_lora_format, to_canonical
+from .formats.motion_module import (
+    MotionModuleWeights,
+    detect_version,
+    infer_motion_config,
+    motion_keys,
+    pe_length,
+    to_diffusers_layout,
+)
+from .io import read_state_dict
+
+KIND_MOTION = "motion_module"
+KIND_MOTION_LORA = "motion_lora"
+KIND_SPATIAL_LORA = "spatial_lora"
+KIND_SD = "sd_checkpoint"
+
+
+def describe_keys(tensors: Mapping[str, torch.Tensor], n: int = 3) -> str:
+    """A short description of a state dict for error messages: count, sample keys and a guess."""
+    if not tensors:
+        return "no tensors at all"
+    keys = list(tensors)
+    sample = ", ".join(repr(k) for k in keys[:n])
+    guess = sniff_keys(tensors)
+    return f"{len(keys)} tensors ({guess}), e.g. {sample}"
+
+
+def sniff_keys(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Classify a state dict by its keys: one of the KIND_* names or an 'unsupported: …' description."""
+    keys = list(tensors)
+    if not keys:
+        return "empty"
+    if detect_lora_format(keys) is not None:
+        lw_kind = "motion_lora" if any("motion_modules" in k or "temporal" in k for k in keys) else "spatial_lora"
+        return lw_kind
+    if any(k.startswith("model.diffusion_model.") for k in keys):
+        return KIND_SD
+    if any("controlnet_cond_embedding" in k for k in keys):
+        return "unsupported: SparseCtrl ControlNet"
+    if any("temporal_attentions." in k or k.endswith("pos_encoder.positional_encoding") for k in keys):
+        return "unsupported: HotshotXL motion module"
+    if any("motion_modules." in k for k in keys):
+        return KIND_MOTION
+    if any(k.startswith(("conv_in.", "down_blocks.", "module.conv_in.")) for k in keys):
+        return "unsupported: an SD UNet without motion modules (image-finetune checkpoint?)"
+    if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.down_blocks.")) for k in keys):
+        return "unsupported: a VAE"
+    return "unknown"
+
+
+def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = None) -> MotionModuleWeights:
+    sd, layout, length = to_diffusers_layout(tensors, source)
+    meta = ours.parse_metadata(metadata) if ours.is_ours(metadata) else {}
+    if config is None and isinstance(meta.get("config"), dict):
+        config = meta["config"]
+    cfg = dict(config) if config else infer_motion_config(sd, max_seq_length=length, source=source)
+    if length is not None and config is None:
+        cfg["motion_max_seq_length"] = length
+    expected = motion_keys(cfg)
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        found = []
+        if missing:
+            found.append(f"{len(missing)} missing keys (first: {missing[0]!r})")
+        if unexpected:
+            found.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]!r})")
+        raise AdapterFormatError(
+            source, "a complete motion module matching its own architecture", " and ".join(found),
+            "The file may be truncated or from an unsupported variant.",
+        )
+    if meta:
+        version = f"motion-adapters (max {cfg['motion_max_seq_length']} frames)"
+    else:
+        version = detect_version(tensors, cfg)
+    return MotionModuleWeights(
+        config=cfg,
+        state_dict=sd,
+        source_format="ours" if meta else layout,
+        version=version,
+        metadata=dict(metadata),
+    )
+
+
+def _read_motion_folder(path: Path) -> MotionModuleWeights:
+    cfg = json.loads((path / "config.json").read_text())
+    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                 "diffusion_pytorch_model.bin"):
+        if (path / name).exists():
+            tensors, md = read_state_dict(path / name)
+            keys = {k for k in cfg if not k.startswith("_")}
+            mm = _motion_from_tensors(tensors, md, path / name, {k: cfg[k] for k in keys})
+            mm.source_format = "diffusers-folder"
+            mm.version = detect_version(tensors, mm.config)
+            return mm
+    raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the MotionAdapter folder", "none")
+
+
+def _folder_kind(path: Path) -> str:
+    if is_diffusers_folder(path):
+        return KIND_SD
+    cfg = path / "config.json"
+    if cfg.exists() and json.loads(cfg.read_text()).get("_class_name") == "MotionAdapter":
+        return KIND_MOTION
+    if (path / "pytorch_lora_weights.safetensors").exists():
+        return "lora-folder"
+    return "unknown"
+
+
+def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | None = None):
+    """Read any supported file or folder. ``expect`` (a KIND_* name or 'lora') refuses other kinds early."""
+    path = Path(src)
+    if path.is_dir():
+        kind = _folder_kind(path)
+        if kind == KIND_SD:
+            obj = read_base(path)
+        elif kind == KIND_MOTION:
+            obj = _read_motion_folder(path)
+        elif kind == "lora-folder":
+            return load_adapter(path / "pytorch_lora_weights.safetensors", expect)
+        else:
+            raise AdapterFormatError(path, "a diffusers SD folder, MotionAdapter folder or LoRA folder",
+                                     "a folder with none of model_index.json, config.json or pytorch_lora_weights")
+        _check_expect(obj, expect, path)
+        return obj
+    tensors, metadata = read_state_dict(path)
+    kind = (ours.parse_metadata(metadata).get("kind") if ours.is_ours(metadata) else None) or sniff_keys(tensors)
+    if kind.startswith("unsupported") or kind in ("unknown", "empty"):
+        raise AdapterFormatError(path, _expected_text(expect), describe_keys(tensors))
+    if expect and not _kind_matches(kind, expect):
+        raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
+    if kind == KIND_MOTION:
+        return _motion_from_tensors(tensors, metadata, path, config)
+    if kind in (KIND_MOTION_LORA, KIND_SPATIAL_LORA):
+        lw = to_canonical(tensors, source=path, metadata=metadata)
+        return lw
+    return read_base(path)
+
+
+def _kind_matches(kind: str, expect: str) -> bool:
+    return kind == expect or (expect == "lora" and kind in (KIND_MOTION_LORA, KIND_SPATIAL_LORA))
+
+
+def _expected_text(expect: str | None) -> str:
+    return {
+        None: "a motion module, LoRA or SD checkpoint",
+        KIND_MOTION: "an AnimateDiff motion module",
+        KIND_SD: "an SD1.5 checkpoint",
+        "lora": "a motion LoRA or spatial LoRA",
+    }.get(expect, f"a {expect}")
+
+
+def _check_expect(obj, expect: str | None, path) -> None:
+    kind = {MotionModuleWeights: KIND_MOTION, BaseWeights: KIND_SD}.get(type(obj), getattr(obj, "kind", None))
+    if expect and not _kind_matches(kind, expect):
+        raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
+
+
+def _dtype_summary(tensors: Mapping[str, torch.Tensor]) -> str:
+    counts = Counter(str(t.dtype).replace("torch.", "") for t in tensors.values())
+    return ", ".join(f"{d}" if len(counts) == 1 else f"{d} ({n})" for d, n in counts.most_common())
+
+
+def inspect_path(src: str | Path) -> dict:
+    """What a file or folder is: kind, layout, version, channels, mid block, pe length, params, dtype, rank, metadata."""
+    path = Path(src)
+    obj = load_adapter(path)
+    report: dict = {"path": str(path)}
+    if path.is_file():
+        report["file_size_bytes"] = path.stat().st_size
+    if isinstance(obj, MotionModuleWeights):
+        c = obj.config
+        tensors = obj.state_dict
+        raw_pe = None
+        if path.is_file():
+            raw, _ = read_state_dict(path)
+            raw_pe = pe_length(raw)
+        report.update(
+            kind=KIND_MOTION,
+            format=obj.source_format,
+            version=obj.version,
+            base_family=obj.family,
+            channels=list(c["block_out_channels"]),
+            mid_block=bool(c["use_motion_mid_block"]),
+            pe_length=raw_pe if raw_pe is not None else c["motion_max_seq_length"],
+            max_frames=c["motion_max_seq_length"],
+            num_modules=sum(1 for k in tensors if k.endswith(".proj_in.weight")),
+            num_params=obj.num_params,
+            dtype=_dtype_summary(tensors),
+            config=c,
+        )
+    elif isinstance(obj, LoraWeights):
+        report.update(
+            kind=obj.kind,
+            format=obj.source_format,
+            base_family="sd15",
+            lora_rank=obj.rank,
+            num_modules=sum(1 for k in obj.state_dict if k.endswith("lora_A.weight")),
+            components=sorted({k.split(".", 1)[0] for k in obj.state_dict}),
+            num_params=obj.num_params,
+            dtype=_dtype_summary(obj.state_dict),
+        )
+    else:
+        report.update(
+            kind=KIND_SD,
+            format=obj.source_format,
+            base_family=obj.family,
+            components={c: sum(t.numel() for t in sd.values()) for c in ("unet", "vae", "text_encoder")
+                        if (sd := getattr(obj, c)) is not None},
+            num_params=sum(t.numel() for c in ("unet", "vae", "text_encoder")
+                           if (sd := getattr(obj, c)) is not None for t in sd.values()),
+            dtype=_dtype_summary(obj.unet),
+        )
+    md = getattr(obj, "metadata", None)
+    if md is None and path.is_file() and path.suffix in (".safetensors", ".sft"):
+        from .io import read_safetensors_metadata
+
+        md = read_safetensors_metadata(path)
+    if md:
+        report["metadata"] = {**{k: v for k, v in md.items() if not k.startswith(ours.PREFIX)},
+                              **({"motion_adapters": ours.parse_metadata(md)} if ours.is_ours(md) else {})}
+    return report
