@@ -15,7 +15,7 @@ import torch
 from diffusers import AnimateDiffPipeline
 from transformers import CLIPTokenizer
 
-from motion_adapters.base import BaseWeights, read_base
+from motion_adapters.base import BaseWeights, configs_from_folder, read_base
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights
@@ -86,10 +86,12 @@ class VideoGenerator:
     """
 
     def __init__(self, base: str | Path, motion: str | Path, device: str | None = None,
-                 dtype: str | torch.dtype | None = None):
+                 dtype: str | torch.dtype | None = None, base_config: str | Path | None = None):
+        """``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5."""
         self.device = device or default_device()
         self.dtype = resolve_dtype(dtype, self.device)
-        base_w = load_adapter(base, expect=KIND_SD)
+        base_cfgs = configs_from_folder(base_config) if base_config is not None else None
+        base_w = load_adapter(base, expect=KIND_SD, base_configs=base_cfgs)
         motion_w = load_adapter(motion, expect=KIND_MOTION)
         check_motion_fits_base(motion_w, base_w.configs["unet"], motion)
         if base_w.vae is None or base_w.text_encoder is None:

@@ -83,6 +83,15 @@ def is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and (path / "model_index.json").exists()
 
 
+def configs_from_folder(folder: str | Path) -> dict[str, dict]:
+    """The ``unet``/``vae``/``text_encoder`` configs of a diffusers folder (weights not needed)."""
+    folder = Path(folder)
+    cfgs = {c: cfg for c in COMPONENTS if (cfg := _read_config(folder, c)) is not None}
+    if "unet" not in cfgs:
+        raise AdapterFormatError(folder, "a diffusers folder with unet/config.json", "none")
+    return cfgs
+
+
 def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWeights:
     """Read a community checkpoint: a diffusers SD folder or a single-file LDM ``.safetensors``/``.ckpt``.
 
@@ -121,6 +130,13 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWe
         raise AdapterFormatError(path, "an SD1.5-family checkpoint", f"a {family} checkpoint")
     cfgs = {c: (configs or {}).get(c) or skeleton_config(c) for c in COMPONENTS}
     comps = ldm_to_diffusers(tensors, cfgs["unet"], cfgs["vae"], source=path)
+    from .swap import validate_component
+
+    hint = None if configs else (
+        "A single file carries no architecture; it was read as standard SD1.5. For another architecture "
+        "pass config= (--config) a diffusers folder that describes it.")
+    for comp, sd in comps.items():
+        validate_component(comp, cfgs[comp], sd, path, hint)
     return BaseWeights(
         source=str(path),
         source_format="ldm-single-file",

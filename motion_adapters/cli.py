@@ -51,7 +51,7 @@ def cmd_inspect(args) -> int:
 def cmd_convert(args) -> int:
     from .convert import convert
 
-    out = convert(args.src, args.dst, args.to)
+    out = convert(args.src, args.dst, args.to, config=args.config)
     print(f"wrote {out}")
     return 0
 
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="destination file (.safetensors/.ckpt) or folder (for --to diffusers)")
     p.add_argument("--to", required=True, choices=["ours", "original", "diffusers", "kohya"],
                    help="target layout")
+    p.add_argument("--config", default=None,
+                   help="architecture of SRC when the file cannot tell: a diffusers SD folder for a single-file "
+                   "checkpoint that is not standard SD1.5, or a MotionAdapter config.json/folder for a motion "
+                   "module with non-default heads or groups")
     p.set_defaults(func=cmd_convert)
     return parser
 

@@ -113,14 +113,36 @@ def export_base(base: BaseWeights, dst: Path, to: str) -> Path:
     raise MotionAdapterError(f"--to {to}: an SD checkpoint exports to original (single file) or diffusers (folder)")
 
 
-def convert(src: str | Path, dst: str | Path, to: str) -> Path:
-    """Read ``src`` (any supported layout) and write it to ``dst`` in the ``to`` layout."""
+def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None = None) -> Path:
+    """Read ``src`` (any supported layout) and write it to ``dst`` in the ``to`` layout.
+
+    ``config``: a diffusers folder describing the architecture of a single-file SD checkpoint (default SD1.5),
+    or a MotionAdapter folder / ``config.json`` for a motion module whose heads or groups differ from the
+    official releases'.
+    """
     if to not in TARGETS:
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
-    obj = load_adapter(src)
+    motion_cfg, base_cfgs = _read_config_arg(config)
+    obj = load_adapter(src, config=motion_cfg, base_configs=base_cfgs)
     dst = Path(dst)
     if isinstance(obj, MotionModuleWeights):
         return export_motion_module(obj, dst, to)
     if isinstance(obj, LoraWeights):
         return export_lora(obj, dst, to)
     return export_base(obj, dst, to)
+
+
+def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | None]:
+    if config is None:
+        return None, None
+    p = Path(config)
+    if (p / "model_index.json").exists() or (p / "unet" / "config.json").exists():
+        from .base import configs_from_folder
+
+        return None, configs_from_folder(p)
+    cfg_file = p / "config.json" if p.is_dir() else p
+    if not cfg_file.exists():
+        raise MotionAdapterError(f"--config {p}: expected a diffusers SD folder or a MotionAdapter config.json, "
+                                 "found neither")
+    cfg = json.loads(cfg_file.read_text())
+    return {k: v for k, v in cfg.items() if not k.startswith("_")}, None

@@ -125,8 +125,13 @@ def _folder_kind(path: Path) -> str:
     return "unknown"
 
 
-def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | None = None):
-    """Read any supported file or folder. ``expect`` (a KIND_* name or 'lora') refuses other kinds early."""
+def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | None = None,
+                 base_configs: dict[str, dict] | None = None):
+    """Read any supported file or folder. ``expect`` (a KIND_* name or 'lora') refuses other kinds early.
+
+    ``config`` overrides the inferred ``MotionAdapter`` config of a motion module; ``base_configs`` gives the
+    architecture of a single-file SD checkpoint (default: standard SD1.5).
+    """
     path = Path(src)
     if path.is_dir():
         kind = _folder_kind(path)
@@ -152,7 +157,7 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
     if kind in (KIND_MOTION_LORA, KIND_SPATIAL_LORA):
         lw = to_canonical(tensors, source=path, metadata=metadata)
         return lw
-    return read_base(path)
+    return read_base(path, configs=base_configs)
 
 
 def _kind_matches(kind: str, expect: str) -> bool:
@@ -182,6 +187,10 @@ def _dtype_summary(tensors: Mapping[str, torch.Tensor]) -> str:
 def inspect_path(src: str | Path) -> dict:
     """What a file or folder is: kind, layout, version, channels, mid block, pe length, params, dtype, rank, metadata."""
     path = Path(src)
+    if path.is_file():
+        raw, raw_md = read_state_dict(path)
+        if sniff_keys(raw) == KIND_SD and not ours.is_ours(raw_md):
+            return _inspect_ldm(path, raw, raw_md)
     obj = load_adapter(path)
     report: dict = {"path": str(path)}
     if path.is_file():
@@ -237,4 +246,26 @@ def inspect_path(src: str | Path) -> dict:
     if md:
         report["metadata"] = {**{k: v for k, v in md.items() if not k.startswith(ours.PREFIX)},
                               **({"motion_adapters": ours.parse_metadata(md)} if ours.is_ours(md) else {})}
+    return report
+
+
+def _inspect_ldm(path: Path, raw: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict:
+    from .formats.ldm import LDM_TEXT_PREFIX, LDM_UNET_PREFIX, LDM_VAE_PREFIX, ldm_family
+
+    prefixes = {"unet": LDM_UNET_PREFIX, "vae": LDM_VAE_PREFIX, "text_encoder": LDM_TEXT_PREFIX}
+    components = {c: sum(t.numel() for k, t in raw.items() if k.startswith(p)) for c, p in prefixes.items()}
+    components = {c: n for c, n in components.items() if n}
+    report = dict(
+        path=str(path),
+        file_size_bytes=path.stat().st_size,
+        kind=KIND_SD,
+        format="ldm-single-file",
+        base_family=ldm_family(raw),
+        components=components,
+        num_params=sum(components.values()),
+        dtype=_dtype_summary({k: t for k, t in raw.items() if k.startswith(LDM_UNET_PREFIX)}),
+        ema=any(k.startswith("model_ema.") for k in raw),
+    )
+    if metadata:
+        report["metadata"] = dict(metadata)
     return report

@@ -229,3 +229,30 @@ def motion_tensors(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
 
 def spatial_tensors(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in live_tensors(unet).items() if "motion_modules." not in k}
+
+
+def _factory(component: str, config: Mapping) -> Callable[[], torch.nn.Module]:
+    cfg = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    if component == "unet":
+        from diffusers import UNet2DConditionModel
+
+        return lambda: UNet2DConditionModel.from_config(cfg)
+    if component == "vae":
+        return lambda: AutoencoderKL.from_config(cfg)
+    if component == "text_encoder":
+        return lambda: CLIPTextModel(CLIPTextConfig.from_dict(cfg))
+    raise ValueError(component)
+
+
+def validate_component(component: str, config: Mapping, state_dict: Mapping[str, torch.Tensor], source,
+                       hint: str | None = None) -> None:
+    """Check a converted component against the architecture its config describes (meta build, no memory)."""
+    with init_empty_weights(include_buffers=False):
+        module = _factory(component, config)()
+    try:
+        plan_copy(module.state_dict(), {k: v for k, v in state_dict.items() if not k.endswith("position_ids")},
+                  source, f"{component.replace('_', ' ')} weights")
+    except AdapterFormatError as e:
+        if hint:
+            raise AdapterFormatError(source, e.expected, e.found, hint) from None
+        raise

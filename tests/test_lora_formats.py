@@ -83,7 +83,11 @@ def effective_deltas(model: torch.nn.Module, adapter: str) -> dict[str, torch.Te
 
 def canonical_deltas(lw: LoraWeights, component: str) -> dict[str, torch.Tensor]:
     sd = lw.component(component)
-    return {k[: -len(".lora_A.weight")]: sd[k.replace("lora_A", "lora_B")] @ v for k, v in sd.items() if ".lora_A." in k}
+    return {
+        k[: -len(".lora_A.weight")]: sd[k.replace("lora_A", "lora_B")] @ v
+        for k, v in sd.items()
+        if ".lora_A." in k
+    }
 
 
 def assert_same_deltas(got: dict, want: dict) -> None:
@@ -130,7 +134,12 @@ def motion(tmp_path_factory):
     tensors, metadata = read_state_dict(path)
     lw = to_canonical(tensors, path, metadata)
     return SimpleNamespace(
-        base=base, ref=ref, peft_sd=peft_sd, config=config, lw=lw, n_layers=len(lora_layers(pipe.unet)),
+        base=base,
+        ref=ref,
+        peft_sd=peft_sd,
+        config=config,
+        lw=lw,
+        n_layers=len(lora_layers(pipe.unet)),
         tmp=out_dir,
     )
 
@@ -162,7 +171,7 @@ def spatial(tmp_path_factory):
     path = out_dir / "pytorch_lora_weights.safetensors"
     tensors, metadata = read_state_dict(path)
     lw = to_canonical(tensors, path, metadata)
-    return SimpleNamespace(ref=ref, unet_sd=unet_sd, te_sd=te_sd, lw=lw, pipe=pipe)
+    return SimpleNamespace(ref=ref, unet_sd=unet_sd, te_sd=te_sd, lw=lw)
 
 
 # ------------------------------------------------------------------------------------------- canonical form
@@ -181,8 +190,14 @@ def test_peft_file_is_read_with_scale_folded(motion):
     # The same file without the metadata header, but with per-module .alpha keys, or the config passed
     # un-prefixed (as save_lora_adapter writes it), reads the same.
     with_alpha = dict(motion.peft_sd)
-    with_alpha.update({k.replace(".lora_A.weight", ".alpha"): torch.tensor(8.0) for k in motion.peft_sd if ".lora_A." in k})
+    with_alpha.update(
+        {k.replace(".lora_A.weight", ".alpha"): torch.tensor(8.0) for k in motion.peft_sd if ".lora_A." in k}
+    )
     assert_same_lora(lw, to_canonical(with_alpha))
+    named = {
+        k.replace(".weight", ".default.weight"): v for k, v in with_alpha.items()
+    }  # raw PEFT module keys
+    assert_same_lora(lw, to_canonical(named))
     plain_meta = {"lora_adapter_metadata": json.dumps(motion.config.to_dict(), default=list)}
     assert_same_lora(lw, to_canonical(motion.peft_sd, metadata=plain_meta))
     # No alpha anywhere: diffusers' convention lora_alpha = r, i.e. scale 1.
@@ -199,7 +214,7 @@ def test_spatial_keys_and_text_encoder_paths(spatial):
     # transformers 5.x CLIPTextModel is flattened: no "text_model." segment.
     assert "encoder.layers.0.self_attn.q_proj.lora_A.weight" in te
     assert not any(k.startswith("text_model.") for k in te)
-    assert_modules_exist(spatial.pipe, lw)
+    assert_modules_exist(make_pipe(), lw)
     for k, v in spatial.te_sd.items():
         torch.testing.assert_close(te[k], v * 1.5 if ".lora_B." in k else v)
     for k, v in spatial.unet_sd.items():
@@ -227,8 +242,13 @@ def original(motion):
 
 def test_original_motion_lora_round_trip(motion, original):
     orig = original.sd
-    assert orig and all(ORIGINAL_KEY.match(k) for k in orig), [k for k in orig if not ORIGINAL_KEY.match(k)][:3]
-    assert "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.to_out_lora.up.weight" in orig
+    assert orig and all(ORIGINAL_KEY.match(k) for k in orig), [k for k in orig if not ORIGINAL_KEY.match(k)][
+        :3
+    ]
+    assert (
+        "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.processor.to_out_lora.up.weight"
+        in orig
+    )
     assert detect_lora_format(orig) == "original-motion-lora"
     tensors, metadata = read_state_dict(original.path)
     assert "animatediff_config" not in tensors
@@ -264,7 +284,9 @@ def official_merge(unet: torch.nn.Module, state_dict: dict[str, torch.Tensor], a
         model_key = model_key.replace("to_out.", "to_out.0.")
         # formats.md §3 (original → diffusers), applied to module paths only
         model_key = model_key.replace(".temporal_transformer", "")
-        model_key = model_key.replace(".attention_blocks.0", ".attn1").replace(".attention_blocks.1", ".attn2")
+        model_key = model_key.replace(".attention_blocks.0", ".attn1").replace(
+            ".attention_blocks.1", ".attn2"
+        )
         layer = unet.get_submodule(model_key.rsplit(".", 1)[0])
         layer.weight.data += alpha * torch.mm(state_dict[up_key], state_dict[key])
         merged += 1
@@ -388,7 +410,9 @@ def test_domain_adapter_layout(spatial):
 def test_motiondirector_and_diffusers_converted_layouts(motion, original):
     # MotionDirector: to_out.0 comes out as to_out.processor.0_lora; its TemporalTransformerBlock LoRA can also
     # cover the feed-forward (ff.net.0.proj → ff.net.0.processor.proj_lora, ff.net.2 → ff.net.processor.2_lora).
-    md = {k.replace(".processor.to_out_lora.", ".to_out.processor.0_lora."): v for k, v in original.sd.items()}
+    md = {
+        k.replace(".processor.to_out_lora.", ".to_out.processor.0_lora."): v for k, v in original.sd.items()
+    }
     assert any(".to_out.processor.0_lora.up.weight" in k for k in md)
     assert detect_lora_format(md) == "motiondirector"
     lw = to_canonical(md, metadata={"model_type": "motion_director", "rank": "4"})
@@ -405,19 +429,25 @@ def test_motiondirector_and_diffusers_converted_layouts(motion, original):
     }
     lw_ff = to_canonical({**md, **extra})
     new = "unet.down_blocks.0.motion_modules.0.transformer_blocks.0.ff.net"
-    assert torch.equal(lw_ff.state_dict[f"{new}.0.proj.lora_A.weight"], extra[f"{ff}.0.processor.proj_lora.down.weight"])
+    assert torch.equal(
+        lw_ff.state_dict[f"{new}.0.proj.lora_A.weight"], extra[f"{ff}.0.processor.proj_lora.down.weight"]
+    )
     assert torch.equal(lw_ff.state_dict[f"{new}.2.lora_B.weight"], extra[f"{ff}.processor.2_lora.up.weight"])
     pipe = make_pipe()
     assert_modules_exist(pipe, lw_ff)
 
     # diffusers' scripts/convert_animatediff_motion_lora_to_diffusers.py output: §3 renames + "unet." prefix.
     conv = {
-        "unet." + k.replace(".temporal_transformer", "").replace(".attention_blocks.0", ".attn1").replace(
-            ".attention_blocks.1", ".attn2"
-        ): v
+        "unet."
+        + k.replace(".temporal_transformer", "")
+        .replace(".attention_blocks.0", ".attn1")
+        .replace(".attention_blocks.1", ".attn2"): v
         for k, v in original.sd.items()
     }
-    assert "unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight" in conv
+    assert (
+        "unet.down_blocks.0.motion_modules.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight"
+        in conv
+    )
     assert detect_lora_format(conv) == "diffusers-motion-lora"
     lw_conv = to_canonical(conv)
     assert (lw_conv.kind, lw_conv.source_format) == ("motion_lora", "diffusers-motion-lora")
@@ -471,6 +501,10 @@ def test_refusals_name_the_key(motion, spatial):
     with pytest.raises(AdapterFormatError, match=re.escape(name + ".lora_down.weight")):
         to_canonical({k: v for k, v in kohya.items() if k != name + ".lora_up.weight"})
 
+    motion_kohya = {"lora_unet_down_blocks_0_motion_modules_0_proj_in.lora_down.weight": torch.zeros(2, 32)}
+    with pytest.raises(AdapterFormatError, match="motion_modules_0_proj_in"):
+        to_canonical(motion_kohya)
+
     mag = {**sd, a_key.replace("lora_A.weight", "lora_magnitude_vector"): torch.ones(32)}
     with pytest.raises(AdapterFormatError, match="lora_magnitude_vector"):
         to_canonical(mag)
@@ -481,3 +515,32 @@ def test_written_files_round_trip(motion, tmp_path):
     p = save_safetensors_atomic(to_original(motion.lw), tmp_path / "motion_lora_orig.safetensors")
     tensors, meta = read_state_dict(p)
     assert_same_lora(motion.lw, to_canonical(tensors, p, meta))
+
+
+def test_other_motion_targets_round_trip():
+    """proj_in/proj_out, feed-forward and mid-block motion modules survive original export and read-back."""
+    g = torch.Generator().manual_seed(4)
+    mods = {
+        "unet.mid_block.motion_modules.0.proj_in": (64, 64),
+        "unet.up_blocks.3.motion_modules.2.proj_out": (32, 32),
+        "unet.down_blocks.1.motion_modules.1.transformer_blocks.0.ff.net.0.proj": (32, 512),
+        "unet.down_blocks.1.motion_modules.1.transformer_blocks.0.ff.net.2": (256, 64),
+        "unet.down_blocks.1.motion_modules.1.transformer_blocks.0.attn2.to_out.0": (64, 64),
+    }
+    sd = {}
+    for mod, (n_in, n_out) in mods.items():
+        sd[f"{mod}.lora_A.weight"] = torch.randn(2, n_in, generator=g)
+        sd[f"{mod}.lora_B.weight"] = torch.randn(n_out, 2, generator=g)
+    lw = to_canonical(sd)
+    assert (lw.kind, lw.rank) == ("motion_lora", 2)
+    orig = to_original(lw)
+    assert "mid_block.motion_modules.0.temporal_transformer.processor.proj_in_lora.down.weight" in orig
+    assert (
+        "down_blocks.1.motion_modules.1.temporal_transformer.transformer_blocks.0.ff.net.processor.2_lora.up.weight"
+        in orig
+    )
+    assert detect_lora_format(orig) == "original-motion-lora"
+    assert_same_lora(lw, to_canonical(orig))
+    # (the tiny adapter, like v3, has no mid-block motion module)
+    no_mid = {k: v for k, v in sd.items() if not k.startswith("unet.mid_block.")}
+    assert_modules_exist(make_pipe(), to_canonical(no_mid))

@@ -52,7 +52,9 @@ TEXT_ENCODER = "text_encoder"
 # then the processor layout ``[.processor].<name>_lora.{down,up}.weight``.
 _PEFT_RE = re.compile(r"^(?P<mod>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _DIFFUSERS_RE = re.compile(r"^(?P<mod>.+)\.lora(?:_linear_layer)?\.(?P<dir>down|up)\.weight$")
-_PROCESSOR_RE = re.compile(r"^(?P<prefix>.+?)(?P<proc>\.processor)?\.(?P<name>[^.]+)_lora\.(?P<dir>down|up)\.weight$")
+_PROCESSOR_RE = re.compile(
+    r"^(?P<prefix>.+?)(?P<proc>\.processor)?\.(?P<name>[^.]+)_lora\.(?P<dir>down|up)\.weight$"
+)
 _ALPHA_RE = re.compile(r"^(?P<mod>.+?)(?:\.lora_A)?\.alpha$")
 # MotionDirector's temporal export does not special-case to_out.0: ``…to_out.processor.0_lora.up.weight``.
 _MOTIONDIRECTOR_QUIRK_RE = re.compile(r"\.to_out\.processor\.\d+_lora\.(?:down|up)\.weight$")
@@ -82,7 +84,11 @@ class LoraWeights:
 
     @property
     def ranks(self) -> dict[str, int]:
-        return {k[: -len(".lora_A.weight")]: int(v.shape[0]) for k, v in self.state_dict.items() if ".lora_A." in k}
+        return {
+            k[: -len(".lora_A.weight")]: int(v.shape[0])
+            for k, v in self.state_dict.items()
+            if ".lora_A." in k
+        }
 
     def component(self, name: str) -> dict[str, torch.Tensor]:
         """The pairs of one component (``"unet"`` or ``"text_encoder"``) without that prefix."""
@@ -263,9 +269,11 @@ class _Pair:
 
 
 def _unknown_key(source, key: str, fmt: str | None) -> AdapterFormatError:
-    what = "a DoRA magnitude (dora_scale / lora_magnitude_vector)" if (
-        "dora_scale" in key or "magnitude_vector" in key
-    ) else "a key that is not a LoRA down/up weight or alpha"
+    what = (
+        "a DoRA magnitude (dora_scale / lora_magnitude_vector)"
+        if ("dora_scale" in key or "magnitude_vector" in key)
+        else "a key that is not a LoRA down/up weight or alpha"
+    )
     return AdapterFormatError(
         source,
         f"only LoRA down/up weights and alphas in a {fmt or 'LoRA'} file",
@@ -274,9 +282,7 @@ def _unknown_key(source, key: str, fmt: str | None) -> AdapterFormatError:
     )
 
 
-def _collect_pairs(
-    state_dict: Mapping[str, torch.Tensor], source, fmt: str
-) -> dict[tuple[str, str], _Pair]:
+def _collect_pairs(state_dict: Mapping[str, torch.Tensor], source, fmt: str) -> dict[tuple[str, str], _Pair]:
     pairs: dict[tuple[str, str], _Pair] = {}
     adapters: set[str] = set()
     alphas: dict[tuple[str, str], float] = {}
@@ -318,14 +324,19 @@ def _collect_pairs(
         setattr(p, slot + "_key", key)
     if len(adapters) > 1:
         raise AdapterFormatError(
-            source, "weights of a single PEFT adapter", f"several adapter names in the keys: {sorted(adapters)}"
+            source,
+            "weights of a single PEFT adapter",
+            f"several adapter names in the keys: {sorted(adapters)}",
         )
     for k, a in alphas.items():
         if k in pairs:
             pairs[k].alpha = a
         else:
-            raise AdapterFormatError(source, "an alpha only for modules that have LoRA weights",
-                                     f"an alpha for {k[0]}.{k[1]}, which has no down/up weights")
+            raise AdapterFormatError(
+                source,
+                "an alpha only for modules that have LoRA weights",
+                f"an alpha for {k[0]}.{k[1]}, which has no down/up weights",
+            )
     return pairs
 
 
@@ -367,9 +378,7 @@ def _validate_and_fold(
 _SD15_UNET_CONFIG = SimpleNamespace(layers_per_block=2)
 
 
-def _kohya_to_processor_dict(
-    state_dict: Mapping[str, torch.Tensor], source
-) -> dict[str, torch.Tensor]:
+def _kohya_to_processor_dict(state_dict: Mapping[str, torch.Tensor], source) -> dict[str, torch.Tensor]:
     """kohya → diffusers keys with diffusers' own converter, after folding ``alpha / rank`` into ``lora_up``."""
     from diffusers.loaders.lora_conversion_utils import (
         _convert_non_diffusers_lora_to_diffusers,
@@ -381,18 +390,29 @@ def _kohya_to_processor_dict(
     for key in state_dict:
         if not key.startswith(KOHYA_PREFIXES):
             raise AdapterFormatError(
-                source, "only lora_unet_/lora_te_ keys in a kohya LoRA", f"{key!r} (mixed with another layout)"
+                source,
+                "only lora_unet_/lora_te_ keys in a kohya LoRA",
+                f"{key!r} (mixed with another layout)",
             )
         name, _, suffix = key.partition(".")
         if suffix not in ("lora_down.weight", "lora_up.weight", "alpha"):
             raise _unknown_key(source, key, "kohya")
+        if "motion_modules" in name:
+            raise AdapterFormatError(
+                source,
+                "a kohya image LoRA (UNet spatial layers / text encoder)",
+                f"{key!r}: a motion-module layer in kohya naming",
+                "Motion LoRAs are read from the original AnimateDiff or diffusers/PEFT layouts.",
+            )
         names.setdefault(name, {})[suffix] = key
     for parts in names.values():
         if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
             have = parts.get("lora_down.weight") or parts.get("lora_up.weight") or parts["alpha"]
             missing = "up" if "lora_up.weight" not in parts else "down"
             raise AdapterFormatError(
-                source, "every LoRA down weight paired with its up weight", f"{have!r} has no {missing} weight"
+                source,
+                "every LoRA down weight paired with its up weight",
+                f"{have!r} has no {missing} weight",
             )
         down, up = state_dict[parts["lora_down.weight"]], state_dict[parts["lora_up.weight"]]
         if down.ndim < 2 or up.ndim < 2 or down.shape[0] != up.shape[1]:
@@ -408,15 +428,18 @@ def _kohya_to_processor_dict(
                 up = (up.float() * scale).to(up.dtype)
         sd[parts["lora_down.weight"]] = down
         sd[parts["lora_up.weight"]] = up
-    if any(p in k for k in sd for p in ("input_blocks", "middle_block", "output_blocks")):
-        sd = _maybe_map_sgm_blocks_to_diffusers(sd, _SD15_UNET_CONFIG)
     try:
+        if any(p in k for k in sd for p in ("input_blocks", "middle_block", "output_blocks")):
+            sd = _maybe_map_sgm_blocks_to_diffusers(sd, _SD15_UNET_CONFIG)
         converted, _alphas = _convert_non_diffusers_lora_to_diffusers(sd)
     except (ValueError, KeyError) as e:
         raise AdapterFormatError(source, "a kohya LoRA diffusers can convert", f"{e}") from e
     if any(k.startswith("text_encoder_2.") for k in converted):
         raise AdapterFormatError(
-            source, "an SD1.x LoRA (one text encoder)", "lora_te2_ keys: an SDXL LoRA", "SDXL is not supported here."
+            source,
+            "an SD1.x LoRA (one text encoder)",
+            "lora_te2_ keys: an SDXL LoRA",
+            "SDXL is not supported here.",
         )
     return converted
 
@@ -452,6 +475,12 @@ def to_canonical(
     ``source`` names the file in error messages; ``metadata`` is the safetensors header (its
     ``lora_adapter_metadata`` JSON gives PEFT's ``lora_alpha``/``r``); ``fmt`` forces a layout instead of
     :func:`detect_lora_format`. Non-tensor entries (``animatediff_config``) are dropped.
+
+    kohya files go through diffusers' own ``_convert_non_diffusers_lora_to_diffusers`` (and
+    ``_maybe_map_sgm_blocks_to_diffusers`` for LDM block names), with each module's ``alpha / rank`` folded into
+    ``lora_up`` first. Folding per module matters: diffusers 0.42.1 loading a kohya file directly turns
+    alphas that differ between modules into ``alpha_pattern`` keys (processor names, ``text_model.`` prefixes)
+    that match no module, so PEFT ignores them (RuntimeWarning) and those modules get the most common alpha.
     """
     tensors = {k: v for k, v in state_dict.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     detected = detect_lora_format(tensors)
@@ -475,9 +504,7 @@ def to_canonical(
     if not pairs:
         raise AdapterFormatError(source, "at least one LoRA down/up pair", "none")
     sd, rank = _validate_and_fold(pairs, source, configs)
-    motion = all(
-        comp == UNET and ".motion_modules." in f".{mod}" for comp, mod in pairs
-    )
+    motion = all(comp == UNET and ".motion_modules." in f".{mod}" for comp, mod in pairs)
     return LoraWeights(
         state_dict=sd,
         kind="motion_lora" if motion else "spatial_lora",
