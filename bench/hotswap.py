@@ -235,7 +235,8 @@ def rebuild_once(base: Path, mm: Path, cfg_dir: Path) -> dict:
         str(mm), config=str(cfg_dir), local_files_only=True, torch_dtype=torch.float16
     )
     t2 = time.perf_counter()
-    pipe = AnimateDiffPipeline.from_pipe(sd, motion_adapter=adapter)
+    # from_pipe casts the whole new pipeline to `torch_dtype`, float32 when not given (shared components too)
+    pipe = AnimateDiffPipeline.from_pipe(sd, motion_adapter=adapter, torch_dtype=torch.float16)
     t3 = time.perf_counter()
     assert type(pipe.unet).__name__ == "UNetMotionModel" and pipe.unet.dtype == torch.float16
     del sd, adapter, pipe
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[1/7] weight files in {args.work_dir}", flush=True)
     t0 = time.perf_counter()
     files = build_files(args.work_dir, args.rebuild_files)
+    os.sync()  # freshly written files: let writeback finish so it does not disturb the timings
     build_files_s = time.perf_counter() - t0
     cfg_dir = adapter_config_dir(args.work_dir)
     sizes = {k: p.stat().st_size for k, p in files.items()}
