@@ -188,34 +188,57 @@ def adapter_config_dir(work: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- measures
-def measure_floor(path: Path, repeats: int) -> dict:
-    """safe_open + get_tensor + copy_ into preallocated tensors of the same shapes/dtypes (median)."""
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        dst = {k: torch.empty_like(fh.get_tensor(k)) for k in fh.keys()}
+class Floor:
+    """safe_open + get_tensor + copy_ into tensors preallocated once (same keys/shapes/dtypes for a and b)."""
+
+    def __init__(self, path: Path):
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            self.dst = {k: torch.empty_like(fh.get_tensor(k)) for k in fh.keys()}
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.dst.values())
 
     @torch.no_grad()
-    def once() -> None:
+    def __call__(self, path: Path) -> None:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             for k in fh.keys():
-                dst[k].copy_(fh.get_tensor(k))
+                self.dst[k].copy_(fh.get_tensor(k))
 
-    warm = timed(once)
-    runs = [timed(once) for _ in range(repeats)]
-    nbytes = sum(t.numel() * t.element_size() for t in dst.values())
-    dst.clear()
+
+def measure(gen, files: dict[str, Path], repeats: int) -> dict:
+    """Floors and swaps, interleaved so machine noise hits them alike.
+
+    Each repeat: floor(mm2), floor(mm1), load_motion(mm2), load_motion(mm1), then the same for the bases.
+    One untimed-for-the-median warm-up round first (it touches every destination page once).
+    """
+    floor_m, floor_b = Floor(files["mm1"]), Floor(files["base1"])
+    ops = {
+        "floor_motion": (floor_m, "mm2", "mm1"),
+        "motion_swap": (gen.load_motion, "mm2", "mm1"),
+        "floor_base": (floor_b, "base2", "base1"),
+        "base_swap": (gen.load_base, "base2", "base1"),
+    }
+    out: dict = {name: {"runs_s": [], "warmup_s": []} for name in ops}
+    out["loadavg_1m"] = []
+    for r in range(repeats + 1):
+        key = "warmup_s" if r == 0 else "runs_s"
+        for name, (fn, a, b) in ops.items():
+            out[name][key].append(timed(lambda fn=fn, a=a: fn(files[a])))
+            out[name][key].append(timed(lambda fn=fn, b=b: fn(files[b])))
+        out["loadavg_1m"].append(os.getloadavg()[0])
+    for name in ops:
+        out[name]["median_s"] = median(out[name]["runs_s"])
+    for name, fl in (("floor_motion", floor_m), ("floor_base", floor_b)):
+        out[name]["tensors_bytes"] = fl.nbytes
+        out[name]["gb_per_s"] = fl.nbytes / out[name]["median_s"] / 1e9
+    out["paired_ratios"] = {
+        "motion_swap_over_floor": [s / f for s, f in zip(out["motion_swap"]["runs_s"],
+                                                        out["floor_motion"]["runs_s"], strict=True)],
+        "base_swap_over_floor": [s / f for s, f in zip(out["base_swap"]["runs_s"],
+                                                      out["floor_base"]["runs_s"], strict=True)],
+    }
+    floor_m.dst.clear()
+    floor_b.dst.clear()
     gc.collect()
-    return {"median_s": median(runs), "runs_s": runs, "warmup_s": warm, "tensors_bytes": nbytes,
-            "gb_per_s": nbytes / median(runs) / 1e9}
-
-
-def alternate(fn: Callable[[Path], None], a: Path, b: Path, repeats: int) -> dict:
-    """Warm-up pair (b, a) untimed-for-the-median, then ``repeats`` timed pairs (b, a); median over all."""
-    warm = [timed(lambda: fn(b)), timed(lambda: fn(a))]
-    runs = []
-    for _ in range(repeats):
-        runs.append(timed(lambda: fn(b)))
-        runs.append(timed(lambda: fn(a)))
-    return {"median_s": median(runs), "runs_s": runs, "warmup_s": warm}
+    return out
 
 
 def rebuild_once(base: Path, mm: Path, cfg_dir: Path) -> dict:
@@ -286,6 +309,7 @@ def machine_info() -> dict:
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
+        "loadavg_at_report": list(os.getloadavg()),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "ram_bytes": psutil.virtual_memory().total,
@@ -331,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
 
     skeleton_dir()  # materialise the offline config folder outside any timing
 
-    print(f"[1/7] weight files in {args.work_dir}", flush=True)
+    print(f"[1/6] weight files in {args.work_dir}", flush=True)
     t0 = time.perf_counter()
     files = build_files(args.work_dir, args.rebuild_files)
     os.sync()  # freshly written files: let writeback finish so it does not disturb the timings
@@ -341,16 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     for k, p in files.items():
         print(f"  {k}: {p.name} ({gib(sizes[k])})")
 
-    print("[2/7] warming the page cache", flush=True)
+    print("[2/6] warming the page cache", flush=True)
     warm = {k: warm_page_cache(p) for k, p in files.items()}
 
-    print("[3/7] floors (safe_open + copy every tensor once)", flush=True)
-    floor_motion = measure_floor(files["mm1"], args.repeats)
-    floor_base = measure_floor(files["base1"], args.repeats)
-    print(f"  motion {floor_motion['median_s']:.3f}s ({floor_motion['gb_per_s']:.2f} GB/s), "
-          f"base {floor_base['median_s']:.3f}s ({floor_base['gb_per_s']:.2f} GB/s)", flush=True)
-
-    print("[4/7] first build: VideoGenerator(base1, mm1, fp16)", flush=True)
+    print("[3/6] first build: VideoGenerator(base1, mm1, fp16)", flush=True)
     from inference import VideoGenerator
 
     gc.collect()
@@ -361,23 +379,23 @@ def main(argv: list[str] | None = None) -> int:
         first_build_s = time.perf_counter() - t0
     print(f"  {first_build_s:.2f}s, RSS {gib(rss())} (peak {gib(peak_build.peak)})", flush=True)
 
-    print("[5/7] swaps (alternating, warm-up pair + median of timed pairs)", flush=True)
-    with PeakRSS() as peak_motion:
-        motion = alternate(gen.load_motion, files["mm1"], files["mm2"], args.repeats)
-    check_motion_loaded(gen, files["mm1"])
+    print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} timed rounds", flush=True)
+    with PeakRSS() as peak_swaps:
+        meas = measure(gen, files, args.repeats)
+    floor_motion, floor_base = meas["floor_motion"], meas["floor_base"]
+    motion, base = meas["motion_swap"], meas["base_swap"]
+    for name in ("floor_motion", "motion_swap", "floor_base", "base_swap"):
+        runs = ", ".join(f"{x:.3f}" for x in meas[name]["runs_s"])
+        print(f"  {name:13s} median {meas[name]['median_s']:.3f}s  (runs {runs})", flush=True)
+    # the swaps really load what they claim
     gen.load_motion(files["mm2"])
     check_motion_loaded(gen, files["mm2"])
     gen.load_motion(files["mm1"])
-    print(f"  motion swap {motion['median_s']:.3f}s (runs {', '.join(f'{x:.3f}' for x in motion['runs_s'])})",
-          flush=True)
-    with PeakRSS() as peak_base:
-        base = alternate(gen.load_base, files["base1"], files["base2"], args.repeats)
-    check_base_loaded(gen, files["base1"])
+    check_motion_loaded(gen, files["mm1"])
     gen.load_base(files["base2"])
     check_base_loaded(gen, files["base2"])
     gen.load_base(files["base1"])
-    print(f"  base swap   {base['median_s']:.3f}s (runs {', '.join(f'{x:.3f}' for x in base['runs_s'])})",
-          flush=True)
+    check_base_loaded(gen, files["base1"])
 
     profiles = {}
     if args.profile:
@@ -390,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rss_info: dict = {"swaps": args.swaps}
     if args.swaps > 0:
-        print(f"[6/7] RSS over {args.swaps} alternating motion swaps", flush=True)
+        print(f"[5/6] RSS over {args.swaps} alternating motion swaps", flush=True)
         gc.collect()
         rss0 = rss()
         trace = []
@@ -410,14 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  RSS {gib(rss0)} -> {gib(rss1)} ({rss_info['growth_pct']:+.2f}%), peak {gib(peak_loop.peak)}, "
               f"mean swap {rss_info['mean_swap_s']:.3f}s", flush=True)
     else:
-        print("[6/7] RSS check skipped (--swaps 0)", flush=True)
+        print("[5/6] RSS check skipped (--swaps 0)", flush=True)
 
     gen = None  # drop the generator before the rebuilds (memory)
     gc.collect()
 
     rebuild_runs: list[dict] = []
     if args.rebuild_repeats > 0:
-        print(f"[7/7] official-style rebuild x{args.rebuild_repeats} "
+        print(f"[6/6] official-style rebuild x{args.rebuild_repeats} "
               "(from_single_file + MotionAdapter.from_single_file + from_pipe)", flush=True)
         with PeakRSS() as peak_rebuild:
             for i in range(args.rebuild_repeats):
@@ -456,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         op, thr = TARGETS[k]
         unit = "%" if k.endswith("pct") else "x"
         print(f"{k:44s} {v:9.2f}{unit} {op + ' ' + str(thr) + unit:>10s} {verdicts[k]:>6s}")
+    for k, xs in meas["paired_ratios"].items():
+        print(f"  (per-round paired {k}: median {median(xs):.2f}x, range {min(xs):.2f}-{max(xs):.2f}x)")
+    load = meas["loadavg_1m"]
+    print(f"  (1-min load average during the swap rounds: {min(load):.2f}-{max(load):.2f} on "
+          f"{os.cpu_count()} CPUs{'; other processes were running, timings are noisy' if max(load) > 3 else ''})")
     print("=" * 78)
     print(f"total runtime {total_s:.1f}s")
 
@@ -465,11 +488,14 @@ def main(argv: list[str] | None = None) -> int:
         "files": {k: {"path": str(p), "bytes": sizes[k]} for k, p in files.items()},
         "build_files_s": build_files_s,
         "page_cache_warm_s": warm,
+        "first_build": {"s": first_build_s, "rss_before": rss_before_build, "peak_rss": peak_build.peak},
         "floor_motion": floor_motion,
         "floor_base": floor_base,
-        "first_build": {"s": first_build_s, "rss_before": rss_before_build, "peak_rss": peak_build.peak},
-        "motion_swap": {**motion, "peak_rss": peak_motion.peak},
-        "base_swap": {**base, "peak_rss": peak_base.peak},
+        "motion_swap": motion,
+        "base_swap": base,
+        "paired_ratios": meas["paired_ratios"],
+        "swap_phase_peak_rss": peak_swaps.peak,
+        "loadavg_1m_per_round": meas["loadavg_1m"],
         "rss": rss_info,
         "rebuild": {"median_s": rebuild_s, "runs": rebuild_runs,
                     "peak_rss": peak_rebuild.peak if rebuild_runs else None},

@@ -6,19 +6,19 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AnimateDiffPipeline
 from transformers import CLIPTokenizer
 
 from motion_adapters.base import BaseWeights, configs_from_folder, read_base
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights
+from motion_adapters.hub import resolve_source
 from motion_adapters.loading import KIND_MOTION, KIND_SD, load_adapter
 from motion_adapters.swap import (
     adapter_view,
@@ -33,10 +33,17 @@ from motion_adapters.swap import (
     same_motion_architecture,
     spatial_tensors,
 )
-from motion_adapters.synthetic import animatediff_scheduler
 from motion_adapters.tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
 
+from .options import GenerateOptions
+from .pipeline import MotionAdaptersPipeline
+from .prompts import encode_long, token_count
+from .recipe import model_entry, toolkit_version
+from .schedulers import make_scheduler
+
 log = logging.getLogger(__name__)
+_MOTION_PROJ_OUT = re.compile(r"motion_modules\.\d+\.proj_out$")
+_MOTION_BLOCK = re.compile(r"motion_modules\.\d+\.transformer_blocks\.\d+$")
 
 
 def default_device() -> str:
@@ -86,8 +93,11 @@ class VideoGenerator:
     """
 
     def __init__(self, base: str | Path, motion: str | Path, device: str | None = None,
-                 dtype: str | torch.dtype | None = None, base_config: str | Path | None = None):
-        """``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5."""
+                 dtype: str | torch.dtype | None = None, base_config: str | Path | None = None,
+                 low_vram: bool = False):
+        """``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5.
+        ``low_vram``: model CPU offload (CUDA), VAE slicing and tiling, and decoding 2 frames at a time."""
+        base, motion = resolve_source(base), resolve_source(motion)
         self.device = device or default_device()
         self.dtype = resolve_dtype(dtype, self.device)
         base_cfgs = configs_from_folder(base_config) if base_config is not None else None
@@ -103,15 +113,19 @@ class VideoGenerator:
         vae = build_vae(base_w.configs["vae"], base_w.vae, base, self.dtype, self.device)
         text_encoder = build_text_encoder(base_w.configs["text_encoder"], base_w.text_encoder, base,
                                           self.dtype, self.device)
-        self.pipe = AnimateDiffPipeline(
+        self.pipe = MotionAdaptersPipeline(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=self._tokenizer_for(base_w),
             unet=unet,
             motion_adapter=adapter_view(unet, motion_w.config),
-            scheduler=animatediff_scheduler(),
+            scheduler=make_scheduler("ddim"),
         )
         self.pipe.set_progress_bar_config(disable=True)
+        self._motion_strength = 1.0
+        self._install_motion_strength_hooks()
+        self.low_vram = bool(low_vram)
+        self._apply_memory_options()
         self.configs = dict(base_w.configs)
         self.motion_config = dict(motion_w.config)
         self.base_source = str(base)
@@ -121,9 +135,28 @@ class VideoGenerator:
         self.builds = 1
         log.info("built pipeline in %.2fs on %s (%s)", time.perf_counter() - t0, self.device, self.dtype)
 
+    def _apply_memory_options(self) -> None:
+        """SDPA is diffusers' default; xformers when installed on CUDA; offload and VAE slicing for low VRAM."""
+        cuda = str(self.device).startswith("cuda")
+        if cuda:
+            try:
+                import xformers  # noqa: F401
+
+                self.pipe.enable_xformers_memory_efficient_attention()
+            except Exception:  # not installed or not supported by this build: keep SDPA
+                pass
+        if self.low_vram:
+            self.pipe.enable_vae_slicing()
+            self.pipe.enable_vae_tiling()
+            if cuda:
+                self.pipe.enable_model_cpu_offload(device=self.device)
+            else:
+                log.info("low_vram: model CPU offload needs CUDA; on %s only VAE slicing/tiling apply", self.device)
+
     # ------------------------------------------------------------------ swaps
     def load_base(self, src: str | Path) -> None:
         """Swap the SD base (UNet spatial layers, VAE, text encoder, tokenizer) in place."""
+        src = resolve_source(src)
         base_w = read_base(src, configs=self.configs)
         unet = self.pipe.unet
         plans = plan_copy(spatial_tensors(unet), base_w.unet, src, "SD UNet weights")
@@ -142,6 +175,7 @@ class VideoGenerator:
     def load_motion(self, src: str | Path) -> None:
         """Swap the motion module. Same architecture: in-place copy; otherwise the UNet is re-assembled
         around the existing spatial tensors (still no random init, no file re-read of the base)."""
+        src = resolve_source(src)
         mm = load_adapter(src, expect=KIND_MOTION)
         check_motion_fits_base(mm, self.configs["unet"], src)
         if same_motion_architecture(mm.config, self.motion_config):
@@ -160,6 +194,9 @@ class VideoGenerator:
         spatial = spatial_tensors(old)
         unet = build_motion_unet(self.configs["unet"], spatial, mm, src, self.dtype, self.device)
         self.pipe.register_modules(unet=unet, motion_adapter=adapter_view(unet, mm.config))
+        self._install_motion_strength_hooks()
+        if self.low_vram and str(self.device).startswith("cuda"):
+            self.pipe.enable_model_cpu_offload(device=self.device)
         for entry in loras.values():
             unet_part = {k: v for k, v in entry.weights.state_dict.items() if k.startswith("unet.")}
             if unet_part:
@@ -250,7 +287,7 @@ class VideoGenerator:
     # ------------------------------------------------------------ generation
     def generate(
         self,
-        prompt: str,
+        prompt: str | Mapping[int, str] | Sequence[str],
         negative_prompt: str | None = None,
         num_frames: int = 16,
         height: int | None = None,
@@ -258,28 +295,118 @@ class VideoGenerator:
         num_inference_steps: int = 25,
         guidance_scale: float = 7.5,
         seed: int = 0,
+        scheduler: str = "ddim",
+        context_length: int | None = None,
+        context_overlap: int | None = None,
+        free_init_iters: int = 0,
+        motion_strength: float = 1.0,
+        decode_chunk_size: int | None = None,
+        progress: bool = False,
     ) -> GenerationResult:
-        """Generate one clip. Noise comes from a CPU generator, so a seed gives the same clip on any device."""
-        max_f = self.motion_config["motion_max_seq_length"]
-        if num_frames < 1 or num_frames > max_f:
-            raise MotionAdapterError(f"num_frames: expected 1..{max_f} for this motion module, found {num_frames}")
-        out = self.pipe(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(seed),
-            output_type="np",
+        """Generate one clip; returns frames (F, H, W, 3) in [0, 1] and the recipe that reproduces them.
+
+        ``prompt``: a string, or a frame→prompt map / ``["0: …", "16: …"]`` list for prompt travel.
+        Clips longer than the motion module's frame cap (or than ``context_length``) use FreeNoise context
+        windows of ``context_length`` frames overlapping by ``context_overlap``. ``motion_strength`` scales the
+        motion modules' residual (0 = independent frames, 1 = as trained, > 1 exaggerates). Prompts longer
+        than 77 tokens are encoded in chunks. Noise comes from a CPU generator: a seed gives the same clip on
+        any device.
+        """
+        opts = GenerateOptions.validate(
+            prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
+            num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler,
+            context_length=context_length, context_overlap=context_overlap, free_init_iters=free_init_iters,
+            motion_strength=motion_strength, decode_chunk_size=decode_chunk_size,
+            max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(),
         )
+        pipe = self.pipe
+        pipe.scheduler = make_scheduler(opts.scheduler)
+        pipe.set_progress_bar_config(disable=not progress)
+        kwargs = dict(num_frames=opts.num_frames, height=opts.height, width=opts.width,
+                      num_inference_steps=opts.num_inference_steps, guidance_scale=opts.guidance_scale,
+                      generator=torch.Generator("cpu").manual_seed(opts.seed), output_type="np",
+                      decode_chunk_size=opts.decode_chunk_size or (2 if self.low_vram else 16))
+        travel = isinstance(opts.prompt, dict)
+        windows = opts.context_length is not None
+        if travel or windows:
+            length = opts.context_length or opts.num_frames
+            self._set_context(length, length - (opts.context_overlap or 0))
+            kwargs.update(prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+        elif self._needs_long_encoding([opts.prompt, opts.negative_prompt or ""]):
+            emb = encode_long(pipe, [opts.prompt, opts.negative_prompt or ""], pipe._execution_device)
+            kwargs.update(prompt_embeds=emb[:1], negative_prompt_embeds=emb[1:])
+        else:
+            kwargs.update(prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+        if opts.free_init_iters:
+            pipe.enable_free_init(num_iters=opts.free_init_iters, use_fast_sampling=False, method="butterworth")
+        self._motion_strength = opts.motion_strength
+        try:
+            out = pipe(**kwargs)
+        finally:
+            self._motion_strength = 1.0
+            if travel or windows:
+                self._set_context(None, 0)
+            if opts.free_init_iters:
+                pipe.disable_free_init()
         frames = np.asarray(out.frames[0], dtype=np.float32)
-        recipe = dict(prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames,
-                      height=frames.shape[1], width=frames.shape[2], steps=num_inference_steps,
-                      guidance=guidance_scale, seed=seed, base=self.base_source, motion=self.motion_source,
-                      loras={e.source: self._lora_weights.get(e.name) for e in self._loras.values()})
-        return GenerationResult(frames, recipe)
+        return GenerationResult(frames, self._recipe(opts, frames))
+
+    def _default_size(self) -> int:
+        return self.configs["unet"]["sample_size"] * self.pipe.vae_scale_factor
+
+    def _needs_long_encoding(self, texts: Sequence[str]) -> bool:
+        limit = self.pipe.tokenizer.model_max_length - 2
+        return any(token_count(self.pipe.tokenizer, t) > limit for t in texts if t)
+
+    def _recipe(self, opts: GenerateOptions, frames: np.ndarray) -> dict:
+        recipe = opts.as_recipe()
+        recipe.update(
+            height=int(frames.shape[1]), width=int(frames.shape[2]),
+            base=model_entry(self.base_source), motion=model_entry(self.motion_source),
+            loras=[{**(model_entry(e.source) or {}), "weight": self._lora_weights.get(e.name, 0.0)}
+                   for e in self._loras.values()],
+            device=str(self.device), dtype=str(self.dtype).replace("torch.", ""), toolkit=toolkit_version(),
+        )
+        return recipe
+
+    def _motion_blocks(self) -> list[torch.nn.Module]:
+        from diffusers.models.attention import BasicTransformerBlock, FreeNoiseTransformerBlock
+
+        kinds = (BasicTransformerBlock, FreeNoiseTransformerBlock)
+        return [m for name, m in self.pipe.unet.named_modules()
+                if _MOTION_BLOCK.search(name) and isinstance(m, kinds)]
+
+    def _set_context(self, length: int | None, stride: int) -> None:
+        """Switch FreeNoise context windows on or off by re-classing the motion transformer blocks in place.
+
+        diffusers' ``enable_free_noise`` rebuilds every block and copies its weights (which drops PEFT LoRA
+        wrappers and breaks in-place swaps), and its ``disable_free_noise`` crashes for modules without a mid
+        block. The two block classes share every submodule and attribute, so re-classing keeps the very same
+        parameters.
+        """
+        from diffusers.models.attention import BasicTransformerBlock, FreeNoiseTransformerBlock
+
+        pipe = self.pipe
+        for block in self._motion_blocks():
+            if length:
+                block.__class__ = FreeNoiseTransformerBlock
+                block.set_free_noise_properties(length, stride, "pyramid")
+            else:
+                block.__class__ = BasicTransformerBlock
+        pipe._free_noise_context_length = length
+        pipe._free_noise_context_stride = stride
+        pipe._free_noise_weighting_scheme = "pyramid"
+        pipe._free_noise_noise_type = "shuffle_context"
+        pipe._free_noise_prompt_interpolation_callback = pipe._lerp
+
+    def _install_motion_strength_hooks(self) -> None:
+        def hook(_module, _inputs, output):
+            s = self._motion_strength
+            return None if s == 1.0 else output * s
+
+        for name, module in self.pipe.unet.named_modules():
+            if _MOTION_PROJ_OUT.search(name):
+                module.register_forward_hook(hook)
 
     # ------------------------------------------------------------- utilities
     @property

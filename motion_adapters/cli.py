@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint that is not standard SD1.5, or a MotionAdapter config.json/folder for a motion "
                    "module with non-default heads or groups")
     p.set_defaults(func=cmd_convert)
+
+    from inference.cli import add_generate_parser
+
+    add_generate_parser(sub)
     return parser
 
 

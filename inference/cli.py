@@ -1,0 +1,179 @@
+"""``motion-adapters generate``: every generation option, validated, with the recipe embedded in the output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from motion_adapters.errors import MotionAdapterError
+
+from .schedulers import SCHEDULERS
+
+log = logging.getLogger(__name__)
+DEFAULTS = dict(frames=16, steps=25, guidance=7.5, scheduler="ddim", fps=8.0, motion_strength=1.0, free_init=0)
+EXAMPLES = """examples:
+  motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
+      --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
+  motion-adapters generate ... --lora v2_lora_ZoomIn.ckpt:0.8 --lora my_style.safetensors:0.6
+  motion-adapters generate ... --frames 64 --context-length 16 --context-overlap 4      # long clip
+  motion-adapters generate ... --frames 32 --prompt "0: a bud" --prompt "24: a blooming rose"   # travel
+  motion-adapters generate ... --free-init 3 --motion-strength 1.2 --scheduler dpmpp_2m
+  motion-adapters generate --from corgi.mp4 --out corgi_again.mp4                        # re-run a recipe
+"""
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept)."""
+    m = re.match(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$", text)
+    if m and m.group(1) and not re.match(r"^[A-Za-z]$", m.group(1)):
+        return m.group(1), float(m.group(2))
+    return text, 1.0
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate", help="make a clip (text to video)", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Generate a video clip with an SD1.5 base and an AnimateDiff motion module. The recipe "
+        "(prompts, seed, sampler, model names and hashes, sizes, toolkit version) is embedded in the output "
+        "file and written beside it as JSON; --from re-runs it.")
+    g = p.add_argument_group("prompt")
+    g.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="the prompt; repeat as 'FRAME: text' for prompt travel (e.g. --prompt '0: a bud' "
+                   "--prompt '24: a rose'); prompts over 77 tokens are encoded in chunks")
+    g.add_argument("--prompt-file", metavar="YAML", help="prompt travel as a YAML map {frame: prompt}")
+    g.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from (default: none)")
+    g = p.add_argument_group("models")
+    g.add_argument("--base", help="SD1.5 base: diffusers folder, single-file .safetensors/.ckpt, or a Hub id "
+                   "(online only)")
+    g.add_argument("--base-config", metavar="DIR", help="diffusers folder describing a single-file base that is "
+                   "not standard SD1.5")
+    g.add_argument("--motion", help="motion module: any AnimateDiff layout (v1/v2/v3, .ckpt/.safetensors, "
+                   "diffusers folder)")
+    g.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]", default=None,
+                   help="motion or spatial LoRA (recognised from the file), weight default 1.0; repeatable")
+    g = p.add_argument_group("clip")
+    g.add_argument("--frames", type=int, help=f"number of frames (default {DEFAULTS['frames']}); more than the "
+                   "motion module's cap turns on context windows")
+    g.add_argument("--height", type=int, help="height in pixels, a multiple of 8 (default: the base's size)")
+    g.add_argument("--width", type=int, help="width in pixels, a multiple of 8 (default: the base's size)")
+    g.add_argument("--fps", type=float, help=f"frames per second of the output (default {DEFAULTS['fps']:g})")
+    g.add_argument("--out", help="output: .gif, .mp4, .webm, .webp, or a folder for PNG frames "
+                   "(default: outputs/<seed>-<prompt>.gif)")
+    g = p.add_argument_group("sampling")
+    g.add_argument("--steps", type=int, help=f"denoising steps (default {DEFAULTS['steps']})")
+    g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {DEFAULTS['guidance']})")
+    g.add_argument("--seed", type=int, help="random seed (default: a random one, printed and recorded)")
+    g.add_argument("--scheduler", choices=list(SCHEDULERS), help="sampler (default ddim, AnimateDiff's linear "
+                   "betas): " + "; ".join(f"{k} = {v}" for k, v in SCHEDULERS.items()))
+    g.add_argument("--motion-strength", type=float, help="scale of the motion modules' residual: 0 = "
+                   "independent frames, 1 = as trained (default), >1 exaggerates")
+    g.add_argument("--free-init", type=int, metavar="N", help="FreeInit iterations (0 = off, default); costs N× time")
+    g = p.add_argument_group("long clips")
+    g.add_argument("--context-length", type=int, help="frames per context window (FreeNoise; default 16 or the "
+                   "module's cap when --frames exceeds it)")
+    g.add_argument("--context-overlap", type=int, help="frames shared by neighbouring windows (default 1/4 of "
+                   "the context length)")
+    g = p.add_argument_group("device and memory")
+    g.add_argument("--device", help="cuda, cuda:1, cpu … (default: cuda when available)")
+    g.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
+    g.add_argument("--low-vram", action="store_true", default=None,
+                   help="model CPU offload (CUDA), VAE slicing/tiling, decode 2 frames at a time")
+    g.add_argument("--decode-chunk-size", type=int, help="frames decoded by the VAE at once (default 16)")
+    g = p.add_argument_group("reproduce")
+    g.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="re-run the recipe of a clip (or its .json); flags given here override it")
+    p.set_defaults(func=cmd_generate)
+
+
+def _from_recipe(args, recipe: dict) -> None:
+    """Fill every option not given on the command line from a recipe."""
+    def take(attr, value):
+        if getattr(args, attr) is None and value is not None:
+            setattr(args, attr, value)
+
+    prompt = recipe.get("prompt")
+    if args.prompt is None and args.prompt_file is None and prompt is not None:
+        args.prompt = [f"{k}: {v}" for k, v in prompt.items()] if isinstance(prompt, dict) else [prompt]
+    take("negative_prompt", recipe.get("negative_prompt"))
+    take("base", (recipe.get("base") or {}).get("path"))
+    take("motion", (recipe.get("motion") or {}).get("path"))
+    if args.lora is None and recipe.get("loras"):
+        args.lora = [f"{lo['path']}:{lo['weight']}" for lo in recipe["loras"]]
+    for attr, key in [("frames", "num_frames"), ("height", "height"), ("width", "width"), ("fps", "fps"),
+                      ("steps", "num_inference_steps"), ("guidance", "guidance_scale"), ("seed", "seed"),
+                      ("scheduler", "scheduler"), ("motion_strength", "motion_strength"),
+                      ("free_init", "free_init_iters"), ("context_length", "context_length"),
+                      ("context_overlap", "context_overlap"), ("device", "device"),
+                      ("decode_chunk_size", "decode_chunk_size")]:
+        take(attr, recipe.get(key))
+    if args.dtype is None and recipe.get("dtype"):
+        args.dtype = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(recipe["dtype"])
+    _warn_changed_models(recipe)
+
+
+def _warn_changed_models(recipe: dict) -> None:
+    from .recipe import file_hash
+
+    entries = [recipe.get("base"), recipe.get("motion"), *(recipe.get("loras") or [])]
+    for e in filter(None, entries):
+        if e.get("sha256") and Path(e["path"]).exists() and file_hash(e["path"]) != e["sha256"]:
+            log.warning("%s changed since the recipe was made (sha256 differs): frames will differ", e["path"])
+
+
+def _default_out(seed: int, prompt) -> Path:
+    text = prompt if isinstance(prompt, str) else next(iter(prompt.values()))
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "clip"
+    return Path("outputs") / f"{seed}-{slug}.gif"
+
+
+def cmd_generate(args) -> int:
+    from inference import VideoGenerator
+
+    from .export import check_output_path, read_recipe, write_clip
+    from .prompts import load_prompt_file, parse_prompts
+
+    if args.from_file:
+        _from_recipe(args, read_recipe(args.from_file))
+    if args.prompt_file:
+        prompt = load_prompt_file(args.prompt_file)
+    elif args.prompt:
+        prompt = parse_prompts(args.prompt)
+    else:
+        raise MotionAdapterError("--prompt: expected a prompt (or --prompt-file / --from), found none")
+    if args.base is None or args.motion is None:
+        which = "--base" if args.base is None else "--motion"
+        raise MotionAdapterError(f"{which}: expected a model path, found none")
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") % (2**31)
+    fps = args.fps if args.fps is not None else DEFAULTS["fps"]
+    if fps <= 0:
+        raise MotionAdapterError(f"--fps: expected a positive number, found {fps}")
+    out = check_output_path(args.out) if args.out else _default_out(seed, prompt)
+    loras = [parse_lora(x) for x in (args.lora or [])]
+    t0 = time.perf_counter()
+    gen = VideoGenerator(base=args.base, motion=args.motion, device=args.device, dtype=args.dtype,
+                         base_config=args.base_config, low_vram=bool(args.low_vram))
+    if loras:
+        gen.set_loras(loras)
+    t1 = time.perf_counter()
+    result = gen.generate(
+        prompt, negative_prompt=args.negative_prompt,
+        num_frames=args.frames if args.frames is not None else DEFAULTS["frames"],
+        height=args.height, width=args.width,
+        num_inference_steps=args.steps if args.steps is not None else DEFAULTS["steps"],
+        guidance_scale=args.guidance if args.guidance is not None else DEFAULTS["guidance"], seed=seed,
+        scheduler=args.scheduler or DEFAULTS["scheduler"], context_length=args.context_length,
+        context_overlap=args.context_overlap, free_init_iters=args.free_init or 0,
+        motion_strength=args.motion_strength if args.motion_strength is not None else DEFAULTS["motion_strength"],
+        decode_chunk_size=args.decode_chunk_size, progress=True,
+    )
+    recipe = {**result.recipe, "fps": fps}
+    write_clip(result.frames, out, fps=fps, recipe=recipe)
+    t2 = time.perf_counter()
+    print(f"wrote {out} ({result.frames.shape[0]} frames, {result.frames.shape[2]}x{result.frames.shape[1]}, "
+          f"seed {seed}) in {t2 - t0:.1f}s (load {t1 - t0:.1f}s, generate {t2 - t1:.1f}s)")
+    return 0
