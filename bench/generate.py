@@ -1,0 +1,157 @@
+"""Generation benchmark: our VideoGenerator vs diffusers' AnimateDiffPipeline built the ordinary way.
+
+Same weights, same seed, one run: frames must be identical (max abs diff ≤ 1e-4) and our time within 2 % of
+diffusers' (median over alternating repeats). Then the peak memory of a long clip generated in one piece vs
+with FreeNoise context windows, each in a fresh subprocess. Models are random-weight SD1.5-layout UNets of a
+"small" size (built locally, no download). Writes ``bench/results/generate.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / "work" / "generate"
+SMALL_UNET = dict(block_out_channels=(64, 128, 128, 128), cross_attention_dim=128, attention_head_dim=8,
+                  norm_num_groups=32, sample_size=16)
+SMALL_MOTION = dict(block_out_channels=(64, 128, 128, 128), motion_norm_num_groups=32, motion_num_attention_heads=8)
+
+
+def build_models(max_seq_long: int) -> dict[str, Path]:
+    """Write a small SD1.5-layout base and two motion modules (caps 32 and ``max_seq_long``)."""
+    import torch
+    from diffusers import MotionAdapter, UNet2DConditionModel
+
+    from motion_adapters.synthetic import TINY_UNET, TINY_VAE, save_sd_folder, tiny_sd_components
+
+    paths = {"base": WORK / "base", "mm": WORK / "mm32", "mm_long": WORK / f"mm{max_seq_long}"}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    torch.manual_seed(0)
+    comps = tiny_sd_components(0)
+    comps.unet = UNet2DConditionModel(**{**TINY_UNET, **SMALL_UNET})
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from motion_adapters.synthetic import TINY_TEXT
+
+    comps.vae = AutoencoderKL(**{**TINY_VAE, "block_out_channels": (32, 64, 64, 64)})
+    comps.text_encoder = CLIPTextModel(CLIPTextConfig(**{**TINY_TEXT, "hidden_size": 128, "intermediate_size": 256,
+                                                         "projection_dim": 128}))
+    save_sd_folder(comps, paths["base"])
+    for key, length in (("mm", 32), ("mm_long", max_seq_long)):
+        torch.manual_seed(1)
+        MotionAdapter(**SMALL_MOTION, motion_max_seq_length=length, use_motion_mid_block=False).save_pretrained(
+            paths[key])
+    return paths
+
+
+def compare(paths: dict[str, Path], args) -> dict:
+    import numpy as np
+    import torch
+    from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline
+
+    from inference import VideoGenerator
+
+    call = dict(num_frames=args.frames, height=args.size, width=args.size, num_inference_steps=args.steps,
+                guidance_scale=7.5)
+    prompt = "a corgi running on the beach"
+    ours = VideoGenerator(base=paths["base"], motion=paths["mm"], device="cpu")
+    sd = StableDiffusionPipeline.from_pretrained(str(paths["base"]), safety_checker=None, local_files_only=True)
+    theirs = AnimateDiffPipeline.from_pipe(sd, motion_adapter=MotionAdapter.from_pretrained(str(paths["mm"])))
+    theirs.set_progress_bar_config(disable=True)
+
+    def run_ours():
+        return ours.generate(prompt, seed=0, **call).frames
+
+    def run_theirs():
+        return theirs(prompt, generator=torch.Generator("cpu").manual_seed(0), output_type="np", **call).frames[0]
+
+    a, b = run_ours(), run_theirs()  # warm-up, and the equality check
+    diff = float(np.abs(a - b).max())
+    t_ours, t_theirs = [], []
+    for _ in range(args.repeats):
+        for fn, acc in ((run_theirs, t_theirs), (run_ours, t_ours)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    med_o, med_t = statistics.median(t_ours), statistics.median(t_theirs)
+    return {"max_abs_diff": diff, "identical": diff <= 1e-4, "ours_s": t_ours, "diffusers_s": t_theirs,
+            "ours_median_s": med_o, "diffusers_median_s": med_t, "time_ratio": med_o / med_t,
+            "time_ratio_ok": med_o / med_t <= 1.02, "call": call}
+
+
+def memory_worker(paths: dict[str, Path], frames: int, context: int | None, size: int, steps: int) -> None:
+    from inference import VideoGenerator
+
+    gen = VideoGenerator(base=paths["base"], motion=paths["mm_long"], device="cpu")
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    gen.generate("a corgi running", num_frames=frames, height=size, width=size, num_inference_steps=steps,
+                 seed=0, context_length=context, context_overlap=(context // 4) if context else None)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_after_load_mib": base_rss / 1024, "seconds": time.perf_counter() - t0}))
+
+
+def memory(paths, args) -> dict:
+    out = {}
+    for label, ctx in (("one_piece", None), ("context_windows", args.context)):
+        cmd = [sys.executable, __file__, "--worker", str(ctx or 0), "--long-frames", str(args.long_frames),
+               "--size", str(args.long_size), "--steps", "2"]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[label] = json.loads(res.stdout.strip().splitlines()[-1])
+    out["peak_ratio_windows_vs_one_piece"] = (out["context_windows"]["peak_rss_mib"]
+                                              / out["one_piece"]["peak_rss_mib"])
+    out["frames"] = args.long_frames
+    out["context_length"] = args.context
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=16, help="frames in the timing comparison (default 16)")
+    p.add_argument("--size", type=int, default=128, help="pixel size of the timing comparison (default 128)")
+    p.add_argument("--steps", type=int, default=4, help="denoising steps in the timing comparison (default 4)")
+    p.add_argument("--repeats", type=int, default=5, help="alternating timed runs of each side (default 5)")
+    p.add_argument("--long-frames", type=int, default=64, help="frames of the long clip (default 64)")
+    p.add_argument("--long-size", type=int, default=128, help="pixel size of the long clip (default 128)")
+    p.add_argument("--context", type=int, default=16, help="context window length for the long clip (default 16)")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "generate.json", help="where the JSON goes")
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    paths = build_models(max(64, args.long_frames))
+    if args.worker is not None:
+        memory_worker(paths, args.long_frames, args.worker or None, args.size, args.steps)
+        return
+    result = {"compare": compare(paths, args), "long_clip_memory": memory(paths, args)}
+    import diffusers
+
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                         "diffusers": diffusers.__version__, "date": time.strftime("%Y-%m-%d")}
+    c, m = result["compare"], result["long_clip_memory"]
+    print(f"frames identical: {c['identical']} (max abs diff {c['max_abs_diff']:.2e})")
+    print(f"time: ours {c['ours_median_s']:.2f}s vs diffusers {c['diffusers_median_s']:.2f}s "
+          f"-> ratio {c['time_ratio']:.3f} ({'PASS' if c['time_ratio_ok'] else 'FAIL'} ≤ 1.02)")
+    print(f"long clip {m['frames']} frames: peak RSS one piece {m['one_piece']['peak_rss_mib']:.0f} MiB, "
+          f"windows of {m['context_length']} {m['context_windows']['peak_rss_mib']:.0f} MiB "
+          f"(ratio {m['peak_ratio_windows_vs_one_piece']:.2f})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
