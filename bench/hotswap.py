@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {first_build_s:.2f}s, RSS {gib(rss())} (peak {gib(peak_build.peak)})", flush=True)
 
     print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} timed rounds", flush=True)
+    for p in files.values():  # re-warm: the host may page out file cache that sat unused for a while
+        warm_page_cache(p)
     with PeakRSS() as peak_swaps:
         meas = measure(gen, files, args.repeats)
     floor_motion, floor_base = meas["floor_motion"], meas["floor_base"]
@@ -439,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
               "(from_single_file + MotionAdapter.from_single_file + from_pipe)", flush=True)
         with PeakRSS() as peak_rebuild:
             for i in range(args.rebuild_repeats):
+                warm_page_cache(files["base1"])
+                warm_page_cache(files["mm1"])
                 rebuild_runs.append(rebuild_once(files["base1"], files["mm1"], cfg_dir))
                 r = rebuild_runs[-1]
                 print(f"  run {i + 1}: {r['total_s']:.2f}s (sd {r['sd_from_single_file_s']:.2f}, adapter "
