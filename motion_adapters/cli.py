@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "checkpoint that is not standard SD1.5, or a MotionAdapter config.json/folder for a motion "
                    "module with non-default heads or groups")
     p.set_defaults(func=cmd_convert)
+    from training.cli import add_train_parser
+    add_train_parser(sub)
     return parser
 
 
