@@ -3,6 +3,7 @@ generator, SIGKILL + resume, and two processes (gloo) against one."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -50,6 +51,10 @@ def runs(tiny, toy, tmp_path_factory):
         extra = {"data": {"images": "same", "images_per_sample": 1}} if task == "joint" else {}
         if task == "motiondirector":
             extra = {"loss": {"appearance_debias_weight": 1.0, "spatial_mask_prob": 0.0}}
+        if task == "motion":  # validation GIFs every step and at the end, TensorBoard on
+            extra = {"validation": {"every": 1, "prompts": ["a square"], "num_frames": 2, "height": 64,
+                                    "width": 64, "steps": 1},
+                     "run": {"tensorboard": True}}
         cfg = load_config(values=values(tiny, toy, tmp_path_factory.mktemp(task), task, **extra))
         tr = Trainer(cfg)
         before = {f"{c}.{k}": v.detach().clone() for c, m in (("unet", tr.tm.unet), ("vae", tr.tm.vae),
@@ -58,7 +63,8 @@ def runs(tiny, toy, tmp_path_factory):
         result = tr.run()
         after = {f"{c}.{k}": v.detach().clone() for c, m in (("unet", tr.tm.unet), ("vae", tr.tm.vae),
                  ("te", tr.tm.text_encoder)) for k, v in m.state_dict().items()}
-        out[task] = dict(before=before, after=after, trained=trained, result=result, groups=dict(tr.tm.groups))
+        out[task] = dict(before=before, after=after, trained=trained, result=result, groups=dict(tr.tm.groups),
+                         out=Path(cfg.run.output_dir))
     return out
 
 
@@ -80,6 +86,19 @@ def test_preset_trains_and_everything_else_is_bitwise_frozen(runs, task):
         assert all(".lora_" in k for k in r["trained"])
     for path in r["result"]["outputs"].values():
         assert Path(path).exists()
+
+
+def test_validation_gifs_logs_and_checkpoint_layout(runs):
+    out = runs["motion"]["out"]
+    gifs = sorted(p.name for p in (out / "validation").glob("*.gif"))
+    assert gifs == ["step-000001-0.gif", "step-000002-0.gif"]  # every step + final (same step, rewritten)
+    from PIL import Image
+
+    with Image.open(out / "validation" / gifs[0]) as im:
+        assert im.n_frames == 2
+    logs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs] == [1, 2] and all(r["grad_norm"] is not None for r in logs)
+    assert list((out / "logs").glob("events.out.tfevents.*"))
 
 
 def test_adapter_metadata_records_config_and_data(runs):

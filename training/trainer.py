@@ -255,7 +255,7 @@ class Trainer:
     def train_step(self, items: list[dict]) -> float:
         acc = self.accelerator
         total = 0.0
-        with acc.accumulate(self.unet):
+        with torch.enable_grad(), acc.accumulate(self.unet):
             passes = self.passes(items)
             for k, (fn, weight) in enumerate(passes):
                 last = k == len(passes) - 1

@@ -26,6 +26,15 @@ def motion_score(frames: np.ndarray) -> float:
 @torch.no_grad()
 def render_clips(tm, unet, cfg: ValidationConfig, folder: Path, step: int) -> tuple[list[Path], list[float]]:
     """One GIF per prompt in ``folder`` (``step-000100-0.gif`` …) and each clip's motion score."""
+    flags = {n: p.requires_grad for n, p in unet.named_parameters()}
+    try:
+        return _render(tm, unet, cfg, folder, step)
+    finally:  # adapter_view shares (and freezes) the UNet's motion modules: restore what trains
+        for n, p in unet.named_parameters():
+            p.requires_grad_(flags[n])
+
+
+def _render(tm, unet, cfg: ValidationConfig, folder: Path, step: int) -> tuple[list[Path], list[float]]:
     pipe = AnimateDiffPipeline(vae=tm.vae, text_encoder=tm.text_encoder, tokenizer=tm.tokenizer, unet=unet,
                                motion_adapter=adapter_view(unet, tm.motion.config), scheduler=animatediff_scheduler())
     pipe.set_progress_bar_config(disable=True)
