@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from inference.cli import add_generate_parser
     from inference.eval_cli import add_eval_parser
+    from training.cli import add_train_parser
     from training.curate_cli import add_curate_parser
 
     add_generate_parser(sub)
+    add_train_parser(sub)
     add_curate_parser(sub)
     add_eval_parser(sub)
     return parser

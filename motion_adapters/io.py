@@ -103,14 +103,15 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise AdapterFormatError(path, "a weight file", "a folder (pass the file inside it, or use load_base)")
     with open(path, "rb") as f:
         head = f.read(16)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # zip-based torch.save or legacy pickle
-        return read_pickle(path)
-    if len(head) >= 8:
+    # safetensors first: its 8-byte little-endian header length may well start with 0x80 (e.g. 0xee80)
+    if len(head) >= 9:
         n = int.from_bytes(head[:8], "little")
         if 0 < n < 100_000_000 and head[8:9] == b"{":
             tensors, metadata = read_safetensors(path)
             tensors = unwrap_prefix_state_dict(tensors)
             return tensors, metadata
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # zip-based torch.save or legacy pickle
+        return read_pickle(path)
     raise AdapterFormatError(
         path,
         "a .safetensors file or a torch .ckpt/.pt pickle",

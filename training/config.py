@@ -1,0 +1,325 @@
+"""Typed training configs read from YAML: unknown keys and bad values are errors that name the key.
+
+``load_config(path, overrides=["optim.lr=5e-5", ...])`` returns a :class:`TrainConfig`. Overrides are parsed
+as YAML scalars/lists (``run.max_steps=10``, ``optim.betas=[0.9,0.99]``, ``model.motion_module=null``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from motion_adapters.errors import MotionAdapterError
+
+TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(MotionAdapterError):
+    """A training config is invalid; the message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    base: str = ""  # diffusers SD folder or single-file checkpoint (anything read_base accepts)
+    base_config: str | None = None  # diffusers folder describing a non-SD1.5 single-file base
+    motion_module: str | None = None  # starting motion module (required except for task=motion)
+    # Architecture of a NEW motion module (task=motion without motion_module); channels come from the base.
+    motion_num_attention_heads: int = 8
+    motion_norm_num_groups: int = 32
+    motion_max_seq_length: int = 32
+    use_motion_mid_block: bool = False
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 64
+    alpha: float | None = None  # None: alpha = rank (scale 1)
+    dropout: float = 0.0
+    spatial_rank: int | None = None  # motiondirector spatial path (default: rank)
+    # spatial LoRA targets: "attn" = q/k/v/out of self- and cross-attention (v3 domain adapter);
+    # "attn1_ff" = self-attention + feed-forward, no cross-attention (MotionDirector spatial path)
+    spatial_targets: Literal["attn", "attn1_ff"] = "attn"
+    # temporal LoRA targets: "attn" = q/k/v/out of both temporal attentions (MotionLoRA);
+    # "attn_ff" = plus the feed-forward (MotionDirector temporal path)
+    temporal_targets: Literal["attn", "attn_ff"] = "attn"
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # folder with metadata.csv or metadata.jsonl
+    metadata: str | None = None  # file name inside `path` (default: metadata.jsonl, then metadata.csv)
+    file_column: str = "file_name"  # WebVid (videoid,name,page_dir) is detected automatically
+    caption_column: str = "text"
+    num_frames: int = 16
+    stride: int = 4
+    random_start: bool = True
+    resolution: int = 256
+    hflip: bool = False  # off by default: flipping breaks captions such as "moving left"
+    sample: Literal["clip", "frame"] = "clip"  # "frame": one random frame per item (spatial training)
+    min_frames: int | None = None  # shorter videos are skipped (default: 1, AnimateDiff repeats frames)
+    empty_caption_prob: float = 0.0
+    max_failed_fraction: float = 0.05
+    latent_cache: str | None = None  # folder for VAE latents (encode once, reuse)
+    images: str | None = None  # Latte-style joint images: an image folder, or "same" (frames of this data)
+    images_per_sample: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class LossConfig:
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    beta_schedule: Literal["linear", "scaled_linear"] = "linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    num_train_timesteps: int = 1000
+    offset_noise: float = 0.0
+    offset_noise_per_frame: bool = True
+    zero_terminal_snr: bool = False
+    temporal_coherence_weight: float = 0.0  # TF-T2V (methods.md §6)
+    appearance_debias_weight: float = 0.0  # MotionDirector (methods.md §4)
+    appearance_debias_beta: float = 1.0
+    image_loss_weight: float = 1.0  # joint images / spatial path
+    spatial_mask_prob: float = 0.2  # motiondirector: skip the spatial path with this probability
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    lr: float = 1e-4
+    lr_spatial: float | None = None  # spatial group of joint / motiondirector (default: lr)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = "runs/train"
+    seed: int = 42
+    max_steps: int = 1000
+    batch_size: int = 1  # per process
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    low_vram: bool = False  # gradient checkpointing + AdamW8bit (+ fp16/bf16 on CUDA)
+    attention: Literal["sdpa", "xformers"] = "sdpa"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class ValidationConfig:
+    every: int = 0  # 0: only at the end when prompts are given
+    prompts: list[str] = field(default_factory=list)
+    num_frames: int = 16
+    height: int = 256
+    width: int = 256
+    steps: int = 25
+    guidance_scale: float = 8.0
+    seed: int = 42
+    fps: int = 8
+
+
+@dataclass
+class TrainConfig:
+    task: Literal["motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector"] = "motion"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, found {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {list(args)}, found {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, found {value!r}")
+        return _build(tp, value, key)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, found {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, found {len(value)} ({value!r})")
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, found {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, found {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, found {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, found {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _build(cls, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"{where}: unknown key (valid keys{' of ' + prefix if prefix else ''}: "
+                              f"{', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def _set_path(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` → ``("a.b", yaml-parsed value)``."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. optim.lr=5e-5)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({e})") from e
+    return key.strip(), value
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped preset (``motion`` → ``configs/motion.yaml``)."""
+    p = Path(path)
+    if p.exists():
+        return p
+    preset = PRESET_DIR / f"{path}.yaml"
+    if preset.exists():
+        return preset
+    raise ConfigError(f"config {path}: expected a YAML file or a preset name "
+                      f"({', '.join(sorted(q.stem for q in PRESET_DIR.glob('*.yaml')))}), found nothing there")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                values: dict | None = None) -> TrainConfig:
+    """Read, override and validate a config (``values`` replaces the YAML file when given)."""
+    tree: dict = {}
+    if path is not None:
+        p = resolve_config_path(path)
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: expected valid YAML, found a syntax error ({e})") from e
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, found {type(tree).__name__}")
+    if values:
+        tree = _merge(tree, values)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    cfg = _build(TrainConfig, tree)
+    validate(cfg)
+    return cfg
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Cross-field checks (each message names the key)."""
+    if not cfg.model.base:
+        raise ConfigError("model.base: expected a base checkpoint (diffusers folder or single file), found nothing")
+    if not cfg.data.path:
+        raise ConfigError("data.path: expected a dataset folder (with metadata.csv or metadata.jsonl), found nothing")
+    if cfg.task != "motion" and not cfg.model.motion_module:
+        raise ConfigError(f"model.motion_module: task {cfg.task} trains on top of an existing motion module; "
+                          "expected its path, found nothing")
+    positive = {"data.num_frames": cfg.data.num_frames, "data.stride": cfg.data.stride,
+                "data.resolution": cfg.data.resolution, "run.max_steps": cfg.run.max_steps,
+                "run.batch_size": cfg.run.batch_size, "run.grad_accum": cfg.run.grad_accum,
+                "run.checkpoint_every": cfg.run.checkpoint_every, "lora.rank": cfg.lora.rank,
+                "loss.num_train_timesteps": cfg.loss.num_train_timesteps}
+    for key, v in positive.items():
+        if v < 1:
+            raise ConfigError(f"{key}: expected a positive integer, found {v}")
+    if cfg.data.resolution % 8:
+        raise ConfigError(f"data.resolution: expected a multiple of 8 (VAE downsampling), found {cfg.data.resolution}")
+    for key, v in {"data.empty_caption_prob": cfg.data.empty_caption_prob,
+                   "data.max_failed_fraction": cfg.data.max_failed_fraction,
+                   "loss.spatial_mask_prob": cfg.loss.spatial_mask_prob, "lora.dropout": cfg.lora.dropout}.items():
+        if not 0.0 <= v <= 1.0:
+            raise ConfigError(f"{key}: expected a fraction in [0, 1], found {v}")
+    if cfg.data.num_frames > cfg.model.motion_max_seq_length and cfg.task == "motion" and not cfg.model.motion_module:
+        raise ConfigError(f"data.num_frames: expected at most model.motion_max_seq_length "
+                          f"({cfg.model.motion_max_seq_length}), found {cfg.data.num_frames}")
+    if cfg.loss.zero_terminal_snr and cfg.loss.prediction_type != "v_prediction":
+        raise ConfigError("loss.zero_terminal_snr: requires loss.prediction_type=v_prediction "
+                          "(epsilon prediction is degenerate at SNR 0), found epsilon")
+    if cfg.data.images_per_sample and not cfg.data.images:
+        raise ConfigError("data.images: data.images_per_sample > 0 needs an image folder or 'same', found nothing")
+    if cfg.data.sample == "frame" and cfg.task in ("motion", "motion_lora", "motiondirector"):
+        raise ConfigError(f"data.sample: task {cfg.task} trains temporal layers and needs clips, found 'frame'")
+    if cfg.validation.every < 0 or cfg.run.log_every < 1:
+        raise ConfigError("validation.every / run.log_every: expected non-negative / positive integers")

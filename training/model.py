@@ -1,0 +1,234 @@
+"""Assemble the models of a training run (frozen base + trainable groups) and export what was trained."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import MotionAdapter, UNetMotionModel
+from peft import LoraConfig as PeftLoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils import get_peft_model_state_dict
+
+from motion_adapters.base import BaseWeights, configs_from_folder, read_base
+from motion_adapters.formats.lora import LoraWeights
+from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
+from motion_adapters.formats.ours import save_lora, save_motion_module
+from motion_adapters.loading import KIND_MOTION, load_adapter
+from motion_adapters.swap import (
+    build_motion_unet,
+    build_text_encoder,
+    build_vae,
+    check_motion_fits_base,
+    spatial_tensors,
+)
+from motion_adapters.tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
+
+from .config import TrainConfig
+from .params import lora_targets, split_parameters
+
+log = logging.getLogger(__name__)
+SPATIAL, TEMPORAL = "spatial", "temporal"
+
+
+@dataclass
+class TrainModels:
+    unet: UNetMotionModel
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    base: BaseWeights
+    motion: MotionModuleWeights
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group -> trainable parameter names
+    lora_adapters: dict[str, str] = field(default_factory=dict)  # group -> PEFT adapter name
+
+
+def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionModuleWeights:
+    """A fresh motion module for ``unet_config``: diffusers' normal init, then every ``proj_out`` zeroed.
+
+    The zeroed output projection makes each module the identity at step 0 (AnimateDiff's
+    ``zero_initialize=True``; diffusers does not do this, diffusers-notes.md §1).
+    """
+    m = cfg.model
+    config = {
+        "block_out_channels": list(unet_config["block_out_channels"]),
+        "motion_layers_per_block": unet_config["layers_per_block"],
+        "motion_transformer_layers_per_block": 1,
+        "motion_mid_block_layers_per_block": 1,
+        "motion_transformer_layers_per_mid_block": 1,
+        "motion_num_attention_heads": m.motion_num_attention_heads,
+        "motion_norm_num_groups": m.motion_norm_num_groups,
+        "motion_max_seq_length": m.motion_max_seq_length,
+        "use_motion_mid_block": m.use_motion_mid_block,
+        "conv_in_channels": None,
+    }
+    torch.manual_seed(seed)
+    adapter = MotionAdapter(**config)
+    sd = {}
+    for k, v in adapter.state_dict().items():
+        if is_pe_key(k):
+            continue
+        if ".proj_out." in k and ".transformer_blocks." not in k:
+            v = torch.zeros_like(v)
+        sd[k] = v
+    return MotionModuleWeights(config=config, state_dict=sd, source_format="new", version="new")
+
+
+def _tokenizer(base: BaseWeights):
+    if base.tokenizer_dir is not None:
+        from transformers import CLIPTokenizer
+
+        tok = CLIPTokenizer.from_pretrained(str(base.tokenizer_dir), local_files_only=True)
+        if tok.model_max_length > 10_000:
+            tok.model_max_length = CLIP_MAX_LENGTH
+        return tok
+    return clip_tokenizer()
+
+
+def trained_groups(task: str) -> tuple[str, ...]:
+    return {"motion": (TEMPORAL,), "motion_lora": (TEMPORAL,), "spatial_lora": (SPATIAL,),
+            "spatial_full": (SPATIAL,), "joint": (SPATIAL, TEMPORAL),
+            "motiondirector": (SPATIAL, TEMPORAL)}[task]
+
+
+def uses_lora(task: str) -> bool:
+    return task in ("motion_lora", "spatial_lora", "motiondirector")
+
+
+def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainModels:
+    """Frozen base + motion module on ``device`` (fp32), with the task's parameters trainable."""
+    base_cfgs = configs_from_folder(cfg.model.base_config) if cfg.model.base_config else None
+    base = read_base(cfg.model.base, configs=base_cfgs)
+    if base.vae is None or base.text_encoder is None:
+        from motion_adapters.errors import AdapterFormatError
+
+        raise AdapterFormatError(cfg.model.base, "a complete checkpoint (UNet, VAE, text encoder) for training",
+                                 f"no {'VAE' if base.vae is None else 'text encoder'}")
+    if cfg.model.motion_module:
+        motion = load_adapter(cfg.model.motion_module, expect=KIND_MOTION)
+        check_motion_fits_base(motion, base.configs["unet"], cfg.model.motion_module)
+        if cfg.data.num_frames > motion.config["motion_max_seq_length"]:
+            from .config import ConfigError
+
+            raise ConfigError(f"data.num_frames: expected at most {motion.config['motion_max_seq_length']} "
+                              f"(the motion module's frame cap), found {cfg.data.num_frames}")
+    else:
+        motion = new_motion_module(base.configs["unet"], cfg, cfg.run.seed)
+    unet = build_motion_unet(base.configs["unet"], base.unet, motion, cfg.model.base, torch.float32, device)
+    vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, torch.float32, device)
+    te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, torch.float32, device)
+    tm = TrainModels(unet, vae, te, _tokenizer(base), base, motion)
+    groups = trained_groups(cfg.task)
+    if uses_lora(cfg.task):
+        for group in groups:
+            rank = cfg.lora.rank if group == TEMPORAL else (cfg.lora.spatial_rank or cfg.lora.rank)
+            which = cfg.lora.temporal_targets if group == TEMPORAL else cfg.lora.spatial_targets
+            if cfg.task == "motiondirector":  # methods.md §4: temporal attn1/attn2/ff, spatial attn1+ff
+                which = "attn_ff" if group == TEMPORAL else "attn1_ff"
+            targets = lora_targets(unet, group, which)
+            pc = PeftLoraConfig(r=rank, lora_alpha=cfg.lora.alpha or rank, lora_dropout=cfg.lora.dropout,
+                                target_modules=targets, init_lora_weights=True)
+            name = f"{group}_lora"
+            unet.add_adapter(pc, adapter_name=name)
+            tm.lora_adapters[group] = name
+        for layer in unet.modules():
+            if isinstance(layer, BaseTunerLayer):
+                layer.set_adapter([n for n in tm.lora_adapters.values() if n in layer.lora_A])
+        unet.requires_grad_(False)
+        for group, name in tm.lora_adapters.items():
+            tm.groups[group] = [n for n, p in unet.named_parameters() if f".{name}." in n]
+    else:
+        unet.requires_grad_(False)
+        spatial, temporal = split_parameters(unet)
+        chosen = {SPATIAL: spatial, TEMPORAL: temporal}
+        for group in groups:
+            tm.groups[group] = list(chosen[group])
+    params = dict(unet.named_parameters())
+    for names in tm.groups.values():
+        for n in names:
+            params[n].requires_grad_(True)
+    unet.train()
+    return tm
+
+
+def set_lora_scale(unet: torch.nn.Module, adapter: str, scale: float) -> None:
+    """Scale one PEFT adapter in place (0 disables it for a forward without touching requires_grad)."""
+    for m in unet.modules():
+        if isinstance(m, BaseTunerLayer) and adapter in m.scaling:
+            m.set_scale(adapter, scale)
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export_lora(unet: torch.nn.Module, adapter: str, kind: str) -> LoraWeights:
+    """A trained PEFT adapter in our canonical layout (``unet.…lora_A/B.weight``, alpha/r folded into B)."""
+    sd = get_peft_model_state_dict(unet, adapter_name=adapter)
+    cfg = unet.peft_config[adapter]
+    out, rank = {}, 0
+    for k, v in sd.items():
+        v = v.detach().float().cpu().clone()
+        if ".lora_B." in k:
+            module = k.split(".lora_B.")[0]
+            short = module.rsplit(".", 1)[-1]
+            r = cfg.rank_pattern.get(short, cfg.r) if cfg.rank_pattern else cfg.r
+            alpha = cfg.alpha_pattern.get(short, cfg.lora_alpha) if cfg.alpha_pattern else cfg.lora_alpha
+            v = v * (alpha / r)
+        if ".lora_A." in k:
+            rank = max(rank, int(v.shape[0]))
+        out[f"unet.{k}"] = v
+    return LoraWeights(state_dict=out, kind=kind, source_format="peft", rank=rank)
+
+
+def export_motion(unet: torch.nn.Module, motion: MotionModuleWeights) -> MotionModuleWeights:
+    live = {k: v for k, v in unet.state_dict().items() if "motion_modules." in k and not is_pe_key(k)}
+    sd = {k: live[k].detach().float().cpu().clone() for k in motion.state_dict}
+    return MotionModuleWeights(config=dict(motion.config), state_dict=sd, source_format="ours", version="trained")
+
+
+def save_outputs(tm: TrainModels, unet: torch.nn.Module, cfg: TrainConfig, out_dir: Path,
+                 training: dict) -> dict[str, str]:
+    """Write what the task trained, through our formats (adapters) or as a diffusers folder (spatial_full)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    if cfg.task == "motion" or cfg.task == "joint":
+        p = save_motion_module(export_motion(unet, tm.motion), out_dir / "motion_module.safetensors", training)
+        written["motion_module"] = str(p)
+    if TEMPORAL in tm.lora_adapters:
+        lw = export_lora(unet, tm.lora_adapters[TEMPORAL], "motion_lora")
+        written["motion_lora"] = str(save_lora(lw, out_dir / "motion_lora.safetensors", training))
+    if SPATIAL in tm.lora_adapters:
+        lw = export_lora(unet, tm.lora_adapters[SPATIAL], "spatial_lora")
+        written["spatial_lora"] = str(save_lora(lw, out_dir / "spatial_lora.safetensors", training))
+    if cfg.task in ("spatial_full", "joint"):
+        written["base"] = str(save_base_folder(tm, unet, out_dir / "base", training))
+    return written
+
+
+def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, training: dict) -> Path:
+    """The finetuned spatial UNet with the base's VAE/text encoder as a diffusers SD folder (atomic rename)."""
+    import shutil
+    import tempfile
+
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    from motion_adapters.swap import materialize
+    from motion_adapters.synthetic import animatediff_scheduler
+
+    spatial = {k: v.detach().float().cpu() for k, v in spatial_tensors(unet).items()}
+    ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
+    unet2d = materialize(lambda: UNet2DConditionModel.from_config(ucfg), spatial, folder, "spatial UNet weights")
+    pipe = StableDiffusionPipeline(
+        vae=tm.vae, text_encoder=tm.text_encoder, tokenizer=tm.tokenizer, unet=unet2d,
+        scheduler=animatediff_scheduler(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    pipe.save_pretrained(str(tmp))
+    (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return folder
