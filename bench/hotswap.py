@@ -67,9 +67,9 @@ def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def timed(fn: Callable[[], object]) -> float:
+def timed(fn: Callable[..., object], *args) -> float:
     t0 = time.perf_counter()
-    fn()
+    fn(*args)
     return time.perf_counter() - t0
 
 
@@ -96,6 +96,46 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss())
+
+
+def _busy_cpu_s() -> float:
+    """CPU seconds the whole machine spent busy (all processes; steal counts as busy)."""
+    t = psutil.cpu_times()
+    return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+
+class ForeignCPU:
+    """Measures the CPU time other processes used during a block, as a share of the machine's capacity."""
+
+    def __enter__(self) -> ForeignCPU:
+        self._proc = psutil.Process()
+        self._t, self._busy, self._own = time.perf_counter(), _busy_cpu_s(), sum(self._proc.cpu_times()[:2])
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self._t
+        foreign = (_busy_cpu_s() - self._busy) - (sum(self._proc.cpu_times()[:2]) - self._own)
+        self.share = max(0.0, foreign) / max(wall * (os.cpu_count() or 1), 1e-9)
+
+
+class Quiet:
+    """Waits (up to ``max_wait`` s) until other processes use at most ``threshold`` of the CPUs.
+
+    This machine is shared: another job's threads oversubscribe the 2 cores, and a 2-thread torch copy then
+    runs up to 20x slower. Rounds measured while others were busy are repeated.
+    """
+
+    def __init__(self, max_wait: float, threshold: float, max_rounds: int):
+        self.max_wait, self.threshold, self.max_rounds = max_wait, threshold, max_rounds
+
+    def wait(self, window: float = 1.0) -> tuple[float, float]:
+        t0, share = time.perf_counter(), 0.0
+        while True:
+            with ForeignCPU() as fc:
+                time.sleep(window)
+            share = fc.share
+            if share <= self.threshold or time.perf_counter() - t0 >= self.max_wait:
+                return time.perf_counter() - t0, share
 
 
 def warm_page_cache(path: Path, chunk: int = 64 << 20) -> float:
@@ -203,11 +243,13 @@ class Floor:
                 self.dst[k].copy_(fh.get_tensor(k))
 
 
-def measure(gen, files: dict[str, Path], repeats: int) -> dict:
-    """Floors and swaps, interleaved so machine noise hits them alike.
+def measure(gen, files: dict[str, Path], repeats: int, quiet: Quiet) -> dict:
+    """Floors and swaps, interleaved round by round so that machine noise hits them alike.
 
-    Each repeat: floor(mm2), floor(mm1), load_motion(mm2), load_motion(mm1), then the same for the bases.
-    One untimed-for-the-median warm-up round first (it touches every destination page once).
+    A round: floor(mm2), floor(mm1), load_motion(mm2), load_motion(mm1), then the same for the two bases.
+    One warm-up round first (touches every destination page once), then rounds until ``repeats`` of them
+    ran on a quiet machine (other processes below the threshold), at most ``quiet.max_rounds`` attempts;
+    the medians use the quiet rounds only (all rounds, flagged, if there were none).
     """
     floor_m, floor_b = Floor(files["mm1"]), Floor(files["base1"])
     ops = {
@@ -216,24 +258,31 @@ def measure(gen, files: dict[str, Path], repeats: int) -> dict:
         "floor_base": (floor_b, "base2", "base1"),
         "base_swap": (gen.load_base, "base2", "base1"),
     }
-    out: dict = {name: {"runs_s": [], "warmup_s": []} for name in ops}
-    out["loadavg_1m"] = []
-    for r in range(repeats + 1):
-        key = "warmup_s" if r == 0 else "runs_s"
-        for name, (fn, a, b) in ops.items():
-            out[name][key].append(timed(lambda fn=fn, a=a: fn(files[a])))
-            out[name][key].append(timed(lambda fn=fn, b=b: fn(files[b])))
-        out["loadavg_1m"].append(os.getloadavg()[0])
+
+    def one_round() -> dict[str, list[float]]:
+        return {name: [timed(fn, files[a]), timed(fn, files[b])]
+                for name, (fn, a, b) in ops.items()}
+
+    out: dict = {"warmup": one_round(), "rounds": []}
+    while sum(r["quiet"] for r in out["rounds"]) < repeats and len(out["rounds"]) < quiet.max_rounds:
+        waited, _ = quiet.wait()
+        with ForeignCPU() as fc:
+            times = one_round()
+        out["rounds"].append({"times_s": times, "foreign_cpu_share": fc.share, "waited_s": waited,
+                              "quiet": fc.share <= quiet.threshold, "loadavg_1m": os.getloadavg()[0]})
+    used = [r for r in out["rounds"] if r["quiet"]] or out["rounds"]
+    out["noisy"] = not any(r["quiet"] for r in out["rounds"])
+    out["rounds_used"] = len(used)
     for name in ops:
-        out[name]["median_s"] = median(out[name]["runs_s"])
+        runs = [x for r in used for x in r["times_s"][name]]
+        out[name] = {"median_s": median(runs), "min_s": min(runs), "runs_s": runs,
+                     "warmup_s": out["warmup"][name]}
     for name, fl in (("floor_motion", floor_m), ("floor_base", floor_b)):
         out[name]["tensors_bytes"] = fl.nbytes
         out[name]["gb_per_s"] = fl.nbytes / out[name]["median_s"] / 1e9
     out["paired_ratios"] = {
-        "motion_swap_over_floor": [s / f for s, f in zip(out["motion_swap"]["runs_s"],
-                                                        out["floor_motion"]["runs_s"], strict=True)],
-        "base_swap_over_floor": [s / f for s, f in zip(out["base_swap"]["runs_s"],
-                                                      out["floor_base"]["runs_s"], strict=True)],
+        f"{swap}_over_floor": [s / f for s, f in zip(out[swap]["runs_s"], out[fl]["runs_s"], strict=True)]
+        for swap, fl in (("motion_swap", "floor_motion"), ("base_swap", "floor_base"))
     }
     floor_m.dst.clear()
     floor_b.dst.clear()
@@ -342,6 +391,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--swaps", type=int, default=200,
                    help="alternating motion swaps for the RSS-growth check (0 skips it)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value")
+    p.add_argument("--quiet-wait", type=float, default=300.0,
+                   help="before each timed round / rebuild, wait up to this many seconds for other processes to "
+                        "go quiet (0: never wait)")
+    p.add_argument("--foreign-threshold", type=float, default=0.10,
+                   help="a round counts as quiet when other processes used at most this share of all CPUs")
+    p.add_argument("--max-rounds", type=int, default=0,
+                   help="give up after this many timed rounds even if fewer than --repeats were quiet "
+                        "(0: 4 x --repeats)")
     p.add_argument("--profile", action="store_true",
                    help="also print a cProfile (top 25 by cumulative time) of one motion swap and one base swap")
     return p.parse_args(argv)
@@ -379,16 +436,19 @@ def main(argv: list[str] | None = None) -> int:
         first_build_s = time.perf_counter() - t0
     print(f"  {first_build_s:.2f}s, RSS {gib(rss())} (peak {gib(peak_build.peak)})", flush=True)
 
-    print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} timed rounds", flush=True)
+    quiet = Quiet(args.quiet_wait, args.foreign_threshold, args.max_rounds or 4 * args.repeats)
+    print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} quiet timed rounds", flush=True)
     for p in files.values():  # re-warm: the host may page out file cache that sat unused for a while
         warm_page_cache(p)
     with PeakRSS() as peak_swaps:
-        meas = measure(gen, files, args.repeats)
+        meas = measure(gen, files, args.repeats, quiet)
     floor_motion, floor_base = meas["floor_motion"], meas["floor_base"]
     motion, base = meas["motion_swap"], meas["base_swap"]
     for name in ("floor_motion", "motion_swap", "floor_base", "base_swap"):
         runs = ", ".join(f"{x:.3f}" for x in meas[name]["runs_s"])
         print(f"  {name:13s} median {meas[name]['median_s']:.3f}s  (runs {runs})", flush=True)
+    shares = ", ".join(f"{r['foreign_cpu_share']:.0%}" for r in meas["rounds"])
+    print(f"  {meas['rounds_used']} rounds used; other processes' CPU share per round: {shares}", flush=True)
     # the swaps really load what they claim
     gen.load_motion(files["mm2"])
     check_motion_loaded(gen, files["mm2"])
@@ -443,10 +503,14 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.rebuild_repeats):
                 warm_page_cache(files["base1"])
                 warm_page_cache(files["mm1"])
-                rebuild_runs.append(rebuild_once(files["base1"], files["mm1"], cfg_dir))
+                waited, _ = quiet.wait()
+                with ForeignCPU() as fc:
+                    rebuild_runs.append(rebuild_once(files["base1"], files["mm1"], cfg_dir))
+                rebuild_runs[-1].update(foreign_cpu_share=fc.share, waited_s=waited)
                 r = rebuild_runs[-1]
                 print(f"  run {i + 1}: {r['total_s']:.2f}s (sd {r['sd_from_single_file_s']:.2f}, adapter "
-                      f"{r['adapter_from_single_file_s']:.2f}, from_pipe {r['from_pipe_s']:.2f})", flush=True)
+                      f"{r['adapter_from_single_file_s']:.2f}, from_pipe {r['from_pipe_s']:.2f}; others used "
+                      f"{r['foreign_cpu_share']:.0%} of the CPUs)", flush=True)
     rebuild_s = median([r["total_s"] for r in rebuild_runs]) if rebuild_runs else float("nan")
 
     ratios = {
@@ -480,9 +544,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:44s} {v:9.2f}{unit} {op + ' ' + str(thr) + unit:>10s} {verdicts[k]:>6s}")
     for k, xs in meas["paired_ratios"].items():
         print(f"  (per-round paired {k}: median {median(xs):.2f}x, range {min(xs):.2f}-{max(xs):.2f}x)")
-    load = meas["loadavg_1m"]
-    print(f"  (1-min load average during the swap rounds: {min(load):.2f}-{max(load):.2f} on "
-          f"{os.cpu_count()} CPUs{'; other processes were running, timings are noisy' if max(load) > 3 else ''})")
+    if meas["noisy"]:
+        print(f"  WARNING: no swap round ran on a quiet machine (others > {args.foreign_threshold:.0%} of the CPUs); "
+              "timings are noisy")
     print("=" * 78)
     print(f"total runtime {total_s:.1f}s")
 
@@ -498,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
         "motion_swap": motion,
         "base_swap": base,
         "paired_ratios": meas["paired_ratios"],
+        "swap_rounds": meas["rounds"],
+        "swap_rounds_used": meas["rounds_used"],
+        "swap_rounds_noisy": meas["noisy"],
         "swap_phase_peak_rss": peak_swaps.peak,
-        "loadavg_1m_per_round": meas["loadavg_1m"],
         "rss": rss_info,
         "rebuild": {"median_s": rebuild_s, "runs": rebuild_runs,
                     "peak_rss": peak_rebuild.peak if rebuild_runs else None},
