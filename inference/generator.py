@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import CLIPTokenizer
 
-from motion_adapters.base import BaseWeights, configs_from_folder, read_base
+from motion_adapters.base import configs_from_folder, load_tokenizer, read_base
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights
@@ -33,7 +32,6 @@ from motion_adapters.swap import (
     same_motion_architecture,
     spatial_tensors,
 )
-from motion_adapters.tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
 
 from .options import GenerateOptions
 from .pipeline import MotionAdaptersPipeline
@@ -116,7 +114,7 @@ class VideoGenerator:
         self.pipe = MotionAdaptersPipeline(
             vae=vae,
             text_encoder=text_encoder,
-            tokenizer=self._tokenizer_for(base_w),
+            tokenizer=load_tokenizer(base_w),
             unet=unet,
             motion_adapter=adapter_view(unet, motion_w.config),
             scheduler=make_scheduler("ddim"),
@@ -165,7 +163,7 @@ class VideoGenerator:
         if base_w.text_encoder is not None:
             te = {k: v for k, v in base_w.text_encoder.items() if not k.endswith("position_ids")}
             plans += plan_copy(live_tensors(self.pipe.text_encoder), te, src, "text-encoder weights")
-        tokenizer = self._tokenizer_for(base_w) if base_w.tokenizer_dir else None
+        tokenizer = load_tokenizer(base_w) if base_w.tokenizer_dir else None
         # validated: from here on nothing can fail for a reason the file controls
         apply_copy(plans)
         if tokenizer is not None:
@@ -423,15 +421,6 @@ class VideoGenerator:
         h.update(repr(sorted(self._lora_weights.items())).encode())
         h.update(repr(sorted(self.pipe.tokenizer.get_vocab().items())[:50]).encode())
         return h.hexdigest()
-
-    @staticmethod
-    def _tokenizer_for(base_w: BaseWeights) -> CLIPTokenizer:
-        if base_w.tokenizer_dir is not None:
-            tok = CLIPTokenizer.from_pretrained(str(base_w.tokenizer_dir), local_files_only=True)
-            if tok.model_max_length > 10_000:
-                tok.model_max_length = CLIP_MAX_LENGTH
-            return tok
-        return clip_tokenizer()
 
 
 def _file_stamp(src) -> tuple:

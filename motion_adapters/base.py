@@ -146,3 +146,17 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWe
         text_encoder=comps.get("text_encoder"),
         configs=cfgs,
     )
+
+
+def load_tokenizer(base: BaseWeights):
+    """The base's own CLIP tokenizer when it ships one (diffusers folders), else SD1.5's offline tokenizer."""
+    from transformers import CLIPTokenizer
+
+    from .tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
+
+    if base.tokenizer_dir is None:
+        return clip_tokenizer()
+    tok = CLIPTokenizer.from_pretrained(str(base.tokenizer_dir), local_files_only=True)
+    if tok.model_max_length > 10_000:  # a tokenizer_config without model_max_length: encode_prompt would overflow
+        tok.model_max_length = CLIP_MAX_LENGTH
+    return tok

@@ -13,7 +13,7 @@ from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 
-from motion_adapters.base import BaseWeights, configs_from_folder, read_base
+from motion_adapters.base import BaseWeights, configs_from_folder, load_tokenizer, read_base
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
 from motion_adapters.formats.ours import save_lora, save_motion_module
@@ -25,7 +25,6 @@ from motion_adapters.swap import (
     check_motion_fits_base,
     spatial_tensors,
 )
-from motion_adapters.tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
 
 from .config import TrainConfig
 from .params import lora_targets, split_parameters
@@ -77,17 +76,6 @@ def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionM
     return MotionModuleWeights(config=config, state_dict=sd, source_format="new", version="new")
 
 
-def _tokenizer(base: BaseWeights):
-    if base.tokenizer_dir is not None:
-        from transformers import CLIPTokenizer
-
-        tok = CLIPTokenizer.from_pretrained(str(base.tokenizer_dir), local_files_only=True)
-        if tok.model_max_length > 10_000:
-            tok.model_max_length = CLIP_MAX_LENGTH
-        return tok
-    return clip_tokenizer()
-
-
 def trained_groups(task: str) -> tuple[str, ...]:
     return {"motion": (TEMPORAL,), "motion_lora": (TEMPORAL,), "spatial_lora": (SPATIAL,),
             "spatial_full": (SPATIAL,), "joint": (SPATIAL, TEMPORAL),
@@ -120,7 +108,7 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainM
     unet = build_motion_unet(base.configs["unet"], base.unet, motion, cfg.model.base, torch.float32, device)
     vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, torch.float32, device)
     te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, torch.float32, device)
-    tm = TrainModels(unet, vae, te, _tokenizer(base), base, motion)
+    tm = TrainModels(unet, vae, te, load_tokenizer(base), base, motion)
     groups = trained_groups(cfg.task)
     if uses_lora(cfg.task):
         for group in groups:
