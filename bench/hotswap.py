@@ -98,6 +98,21 @@ class PeakRSS:
         self.peak = max(self.peak, rss())
 
 
+def trim_heap() -> bool:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS reflects live memory only.
+
+    Freed blocks that glibc keeps in its heap would otherwise hide a leak (it can be reused without RSS growth)
+    or show up as growth that is not one.
+    """
+    gc.collect()
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 def _busy_cpu_s() -> float:
     """CPU seconds the whole machine spent busy (all processes; steal counts as busy)."""
     t = psutil.cpu_times()
@@ -471,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     rss_info: dict = {"swaps": args.swaps}
     if args.swaps > 0:
         print(f"[5/6] RSS over {args.swaps} alternating motion swaps", flush=True)
-        gc.collect()
+        trim_heap()
         rss0 = rss()
         trace = []
         with PeakRSS() as peak_loop:
@@ -482,12 +497,16 @@ def main(argv: list[str] | None = None) -> int:
             loop_s = time.perf_counter() - t0
         gc.collect()
         rss1 = rss()
+        trim_heap()
+        rss1_trimmed = rss()
         rss_info.update(
             rss_before=rss0, rss_after=rss1, growth_pct=100.0 * (rss1 - rss0) / rss0, peak=peak_loop.peak,
+            rss_after_trim=rss1_trimmed, growth_after_trim_pct=100.0 * (rss1_trimmed - rss0) / rss0,
             loop_s=loop_s, mean_swap_s=loop_s / args.swaps, trace_min=min(trace), trace_max=max(trace),
             trace_first=trace[0], trace_last=trace[-1], trace_every_10=trace[::10],
         )
-        print(f"  RSS {gib(rss0)} -> {gib(rss1)} ({rss_info['growth_pct']:+.2f}%), peak {gib(peak_loop.peak)}, "
+        print(f"  RSS {gib(rss0)} -> {gib(rss1)} ({rss_info['growth_pct']:+.2f}%; after malloc_trim "
+              f"{rss_info['growth_after_trim_pct']:+.2f}%), peak {gib(peak_loop.peak)}, "
               f"mean swap {rss_info['mean_swap_s']:.3f}s", flush=True)
     else:
         print("[5/6] RSS check skipped (--swaps 0)", flush=True)
