@@ -246,7 +246,7 @@ class VideoGenerator:
         wanted: dict[str, float] = {}
         new: list[_LoadedLora] = []
         for src, weight in items:
-            src = resolve_source(src)
+            src = _registered_path(src)
             try:
                 weight = float(weight)
             except (TypeError, ValueError) as e:
@@ -470,6 +470,13 @@ def _generation_defaults(base) -> dict:
     from motion_adapters.registry import generation_defaults, is_registered
 
     return generation_defaults(str(base)) if is_registered(str(base)) else {}
+
+
+def _registered_path(src):
+    """A registered name's file (LoRAs by short name); anything else unchanged."""
+    from motion_adapters.registry import is_registered, model_path
+
+    return model_path(str(src)) if is_registered(str(src)) else src
 
 
 def _source_name(name, resolved) -> str:
