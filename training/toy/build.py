@@ -155,8 +155,10 @@ def build(out: str | Path | None = None, work: str | Path | None = None, quick: 
     """Run the build (all stages, or ``stages``); returns ``{stage: {"seconds", "skipped", ...}}``."""
     from training.trainer import train
 
-    out = Path(out) if out is not None else default_out()
     work = Path(work) if work is not None else Path("runs") / ("toy-build-quick" if quick else "toy-build")
+    if out is None:  # a --quick build never overwrites the shipped weights unless told to
+        out = work / "out" if quick else default_out()
+    out = Path(out)
     todo = list(stages or STAGES)
     for s in todo:
         if s not in STAGES:

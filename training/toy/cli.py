@@ -27,7 +27,8 @@ def add_toy_parser(subparsers) -> None:
         "WORK/STAGE/DONE.json exists and resumes from its newest checkpoint when interrupted; the export stage "
         "writes fp16 weights and manifest.json into OUT (default: the package's registry directory, "
         "motion_adapters/assets/toy/, or $MOTION_ADAPTERS_TOY_DIR).")
-    b.add_argument("--out", default=None, help="where the exported models go (default: the registry directory)")
+    b.add_argument("--out", default=None, help="where the exported models go (default: the registry directory; "
+                   "with --quick: WORK/out)")
     b.add_argument("--work", default=None, help="datasets, runs and checkpoints (default runs/toy-build)")
     b.add_argument("--quick", action="store_true", help="tiny data and 2 steps per stage (a smoke test)")
     b.add_argument("--stage", action="append", choices=list(STAGES), default=None,
