@@ -48,12 +48,14 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--prompt-file", metavar="YAML", help="prompt travel as a YAML map {frame: prompt}")
     g.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from (default: none)")
     g = p.add_argument_group("models")
-    g.add_argument("--base", help="SD1.5 base: diffusers folder, single-file .safetensors/.ckpt, or a Hub id "
-                   "(online only)")
+    g.add_argument("--base", help="SD1.5 base: diffusers folder, single-file .safetensors/.ckpt, a registered "
+                   "name (`motion-adapters models`: shapes-base, shapes-navy …), or a Hub id (online only); "
+                   "default: the embedded shapes-base when built")
     g.add_argument("--base-config", metavar="DIR", help="diffusers folder describing a single-file base that is "
                    "not standard SD1.5")
     g.add_argument("--motion", help="motion module: any AnimateDiff layout (v1/v2/v3, .ckpt/.safetensors, "
-                   "diffusers folder)")
+                   "diffusers folder) or a registered name; 'none' = no motion module (independent frames); "
+                   "default with a shapes-world base: shapes-motion")
     g.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]", default=None,
                    help="motion or spatial LoRA (recognised from the file), weight default 1.0; repeatable")
     g = p.add_argument_group("clip")
@@ -131,6 +133,29 @@ def _default_out(seed: int, prompt) -> Path:
     return Path("outputs") / f"{seed}-{slug}.gif"
 
 
+def _models(args) -> tuple[str, str | None]:
+    """(base, motion) from the flags: registered shapes-world defaults when built, ``--motion none`` → None."""
+    from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION, is_available
+
+    base, motion = args.base, args.motion
+    if base is None:
+        if not is_available(DEFAULT_BASE):
+            raise MotionAdapterError("--base: expected a model path or registered name, found none (the embedded "
+                                     "default shapes-base is not built: run `motion-adapters toy build`)")
+        base = DEFAULT_BASE
+    if motion is None:
+        if not (str(base).startswith("shapes-") and is_available(DEFAULT_MOTION)):
+            raise MotionAdapterError("--motion: expected a model path, a registered name or 'none', found none")
+        motion = DEFAULT_MOTION
+    return base, None if motion == "none" else motion
+
+
+def _registered_defaults(base: str) -> dict:
+    from motion_adapters.registry import generation_defaults, is_registered
+
+    return generation_defaults(base) if is_registered(base) else {}
+
+
 def cmd_generate(args) -> int:
     from inference import VideoGenerator
 
@@ -145,27 +170,28 @@ def cmd_generate(args) -> int:
         prompt = parse_prompts(args.prompt)
     else:
         raise MotionAdapterError("--prompt: expected a prompt (or --prompt-file / --from), found none")
-    if args.base is None or args.motion is None:
-        which = "--base" if args.base is None else "--motion"
-        raise MotionAdapterError(f"{which}: expected a model path, found none")
+    base, motion = _models(args)
+    reg = _registered_defaults(base)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") % (2**31)
-    fps = args.fps if args.fps is not None else DEFAULTS["fps"]
+    fps = args.fps if args.fps is not None else reg.get("fps", DEFAULTS["fps"])
     if fps <= 0:
         raise MotionAdapterError(f"--fps: expected a positive number, found {fps}")
     out = check_output_path(args.out) if args.out else _default_out(seed, prompt)
     loras = [parse_lora(x) for x in (args.lora or [])]
     t0 = time.perf_counter()
-    gen = VideoGenerator(base=args.base, motion=args.motion, device=args.device, dtype=args.dtype,
+    gen = VideoGenerator(base=base, motion=motion, device=args.device, dtype=args.dtype,
                          base_config=args.base_config, low_vram=bool(args.low_vram))
     if loras:
         gen.set_loras(loras)
     t1 = time.perf_counter()
     result = gen.generate(
         prompt, negative_prompt=args.negative_prompt,
-        num_frames=args.frames if args.frames is not None else DEFAULTS["frames"],
-        height=args.height, width=args.width,
-        num_inference_steps=args.steps if args.steps is not None else DEFAULTS["steps"],
-        guidance_scale=args.guidance if args.guidance is not None else DEFAULTS["guidance"], seed=seed,
+        num_frames=args.frames if args.frames is not None else reg.get("num_frames", DEFAULTS["frames"]),
+        height=args.height if args.height is not None else reg.get("height"),
+        width=args.width if args.width is not None else reg.get("width"),
+        num_inference_steps=args.steps if args.steps is not None else reg.get("num_inference_steps", DEFAULTS["steps"]),
+        guidance_scale=args.guidance if args.guidance is not None else reg.get("guidance_scale", DEFAULTS["guidance"]),
+        seed=seed,
         scheduler=args.scheduler or DEFAULTS["scheduler"], context_length=args.context_length,
         context_overlap=args.context_overlap, free_init_iters=args.free_init or 0,
         motion_strength=args.motion_strength if args.motion_strength is not None else DEFAULTS["motion_strength"],

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   motion-adapters eval runs/with_mm/ runs/without_mm/ --json cmp.json  # compare two runs (folders of clips)
   motion-adapters eval data/clips/                                     # a curated dataset (metadata.csv)
   motion-adapters eval runs/a/ --clip-model ~/models/clip-vit-large-patch14   # + CLIP scores (local weights)
+  motion-adapters eval toy --n 64 --json toy.json           # shapes world: embedded models vs issue-4 targets
 """
 
 
@@ -48,7 +49,13 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--fps", type=float, help="frame rate when a clip does not tell (default: its recipe or file, "
                    "else 8); sets the dynamic-degree frame step round(fps/8)")
     p.add_argument("--per-clip", action="store_true", help="also print one table row per clip")
-    p.add_argument("--device", default="cpu", help="torch device for --clip-model (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device for --clip-model and eval toy (default cpu)")
+    g = p.add_argument_group("eval toy (the shapes world: `motion-adapters eval toy --n 64 --json toy.json`)")
+    g.add_argument("--n", type=int, default=64, help="clips per arm (default 64; 24 gives error bars of ±10 %%)")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (default: the models' registered ones)")
+    g.add_argument("--seed", type=int, default=0, help="first seed (clip i uses seed + i)")
+    g.add_argument("--models-dir", default=None, help="shapes-world models directory (default: the registry's)")
+    g.add_argument("--save-clips", metavar="DIR", default=None, help="also write every generated clip as GIF")
     p.set_defaults(func=cmd_eval)
 
 
@@ -62,8 +69,6 @@ def expand(arg: str) -> tuple[str, list[tuple[Path, str | None]]]:
     """A run name and its clips ``(path, prompt or None)`` for one CLI argument."""
     p = Path(arg)
     if not p.exists():
-        if arg == "toy":
-            raise MotionAdapterError("eval toy lands with issue #4 (the shapes-world evaluation); give clip paths")
         raise MotionAdapterError(f"CLIP {arg}: expected a clip file or folder, found nothing at that path")
     if p.is_file():
         if p.suffix.lower() not in CLIP_SUFFIXES:
@@ -212,7 +217,26 @@ def _no_nan(x):
     return x
 
 
+def cmd_eval_toy(args) -> int:
+    from .toy_run import eval_toy, table, write_json
+
+    if len(args.clips) > 1:
+        raise MotionAdapterError(f"eval toy: expected no clip arguments after 'toy', found {args.clips[1:]}")
+    res = eval_toy(n=args.n, steps=args.steps, seed=args.seed, models_dir=args.models_dir, device=args.device,
+                   save_clips=args.save_clips, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json == "-":
+        print(json.dumps(_no_nan(res), indent=2, default=str))
+        return 0
+    print(table(res))
+    if args.json:
+        write_json(res, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
 def cmd_eval(args) -> int:
+    if args.clips[0] == "toy" and not Path("toy").exists():
+        return cmd_eval_toy(args)
     res = _no_nan(evaluate_paths(args.clips, args.clip_model, args.prompt, args.fps, args.device))
     if args.json == "-":
         print(json.dumps(res, indent=2))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from motion_adapters.base import configs_from_folder, load_tokenizer, read_base
+from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights
@@ -26,6 +26,7 @@ from motion_adapters.swap import (
     build_text_encoder,
     build_vae,
     check_motion_fits_base,
+    identity_motion_module,
     live_tensors,
     motion_tensors,
     plan_copy,
@@ -40,6 +41,7 @@ from .recipe import model_entry, toolkit_version
 from .schedulers import make_scheduler
 
 log = logging.getLogger(__name__)
+DEFAULT_MOTION_ARG = "default"  # VideoGenerator(motion=...) default: the registered shapes-motion
 _MOTION_PROJ_OUT = re.compile(r"motion_modules\.\d+\.proj_out$")
 _MOTION_BLOCK = re.compile(r"motion_modules\.\d+\.transformer_blocks\.\d+$")
 
@@ -90,18 +92,44 @@ class VideoGenerator:
     failed swap leaves the generator exactly as it was.
     """
 
-    def __init__(self, base: str | Path, motion: str | Path, device: str | None = None,
-                 dtype: str | torch.dtype | None = None, base_config: str | Path | None = None,
-                 low_vram: bool = False):
-        """``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5.
-        ``low_vram``: model CPU offload (CUDA), VAE slicing and tiling, and decoding 2 frames at a time."""
-        base, motion = resolve_source(base), resolve_source(motion)
+    def __init__(self, base: str | Path | None = None, motion: str | Path | None = DEFAULT_MOTION_ARG,
+                 device: str | None = None, dtype: str | torch.dtype | None = None,
+                 base_config: str | Path | None = None, low_vram: bool = False):
+        """``base`` / ``motion``: paths, Hub ids or registered names (``motion-adapters models``); without
+        them the embedded ``shapes-base`` + ``shapes-motion``. ``motion=None`` (or ``"none"``): no motion module
+        (an all-zero identity module: every frame is denoised independently, exactly per-frame SD).
+        ``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5
+        (registered single-file bases bring their own). ``low_vram``: model CPU offload (CUDA), VAE slicing
+        and tiling, and decoding 2 frames at a time."""
+        from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION, base_config_for, is_registered
+
+        base_name = DEFAULT_BASE if base is None else base
+        if motion == DEFAULT_MOTION_ARG:
+            if not str(base_name).startswith("shapes-"):
+                raise MotionAdapterError("motion: expected a motion module (path or registered name), or None for "
+                                         "no motion module; found none (the default shapes-motion only fits the "
+                                         "shapes-world bases)")
+            motion = DEFAULT_MOTION
+        no_motion = motion is None or str(motion) == "none"
+        if base_config is None:
+            base_config = base_config_for(base_name)
+        base = resolve_source(base_name)
         self.device = device or default_device()
         self.dtype = resolve_dtype(dtype, self.device)
         base_cfgs = configs_from_folder(base_config) if base_config is not None else None
         base_w = load_adapter(base, expect=KIND_SD, base_configs=base_cfgs)
-        motion_w = load_adapter(motion, expect=KIND_MOTION)
-        check_motion_fits_base(motion_w, base_w.configs["unet"], motion)
+        if base_w.tokenizer_dir is None:
+            base_w.tokenizer_dir = tokenizer_dir_of(base_config)
+        if no_motion:
+            motion_w, motion = identity_motion_module(base_w.configs["unet"]), "none"
+        else:
+            motion_name = motion
+            motion = resolve_source(motion)
+            motion_w = load_adapter(motion, expect=KIND_MOTION)
+            check_motion_fits_base(motion_w, base_w.configs["unet"], motion)
+            if is_registered(str(motion_name)):
+                motion = motion_name
+        self.generation_defaults = _generation_defaults(base_name)
         if base_w.vae is None or base_w.text_encoder is None:
             missing = "VAE" if base_w.vae is None else "text encoder"
             raise AdapterFormatError(base, "a complete checkpoint for the first load (UNet, VAE, text encoder)",
@@ -126,7 +154,7 @@ class VideoGenerator:
         self._apply_memory_options()
         self.configs = dict(base_w.configs)
         self.motion_config = dict(motion_w.config)
-        self.base_source = str(base)
+        self.base_source = str(base_name) if is_registered(str(base_name)) else str(base)
         self.motion_source = str(motion)
         self._loras: dict[str, _LoadedLora] = {}
         self._lora_weights: dict[str, float] = {}
@@ -154,6 +182,7 @@ class VideoGenerator:
     # ------------------------------------------------------------------ swaps
     def load_base(self, src: str | Path) -> None:
         """Swap the SD base (UNet spatial layers, VAE, text encoder, tokenizer) in place."""
+        name = src
         src = resolve_source(src)
         base_w = read_base(src, configs=self.configs)
         unet = self.pipe.unet
@@ -168,13 +197,18 @@ class VideoGenerator:
         apply_copy(plans)
         if tokenizer is not None:
             self.pipe.tokenizer = tokenizer
-        self.base_source = str(src)
+        self.base_source = _source_name(name, src)
 
-    def load_motion(self, src: str | Path) -> None:
+    def load_motion(self, src: str | Path | None) -> None:
         """Swap the motion module. Same architecture: in-place copy; otherwise the UNet is re-assembled
-        around the existing spatial tensors (still no random init, no file re-read of the base)."""
-        src = resolve_source(src)
-        mm = load_adapter(src, expect=KIND_MOTION)
+        around the existing spatial tensors (still no random init, no file re-read of the base).
+        ``None`` / ``"none"``: no motion module (the all-zero identity module)."""
+        if src is None or str(src) == "none":
+            name, src, mm = "none", "none", identity_motion_module(self.configs["unet"])
+        else:
+            name = src
+            src = resolve_source(src)
+            mm = load_adapter(src, expect=KIND_MOTION)
         check_motion_fits_base(mm, self.configs["unet"], src)
         if same_motion_architecture(mm.config, self.motion_config):
             plan = plan_copy(motion_tensors(self.pipe.unet), mm.state_dict, src, "motion-module weights")
@@ -182,7 +216,7 @@ class VideoGenerator:
         else:
             self._rebuild_motion(mm, src)
         self.motion_config = dict(mm.config)
-        self.motion_source = str(src)
+        self.motion_source = _source_name(name, src)
 
     def _rebuild_motion(self, mm: MotionModuleWeights, src) -> None:
         loras = dict(self._loras)
@@ -212,6 +246,7 @@ class VideoGenerator:
         wanted: dict[str, float] = {}
         new: list[_LoadedLora] = []
         for src, weight in items:
+            src = _registered_path(src)
             try:
                 weight = float(weight)
             except (TypeError, ValueError) as e:
@@ -287,11 +322,11 @@ class VideoGenerator:
         self,
         prompt: str | Mapping[int, str] | Sequence[str],
         negative_prompt: str | None = None,
-        num_frames: int = 16,
+        num_frames: int | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 7.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         seed: int = 0,
         scheduler: str = "ddim",
         context_length: int | None = None,
@@ -308,8 +343,16 @@ class VideoGenerator:
         windows of ``context_length`` frames overlapping by ``context_overlap``. ``motion_strength`` scales the
         motion modules' residual (0 = independent frames, 1 = as trained, > 1 exaggerates). Prompts longer
         than 77 tokens are encoded in chunks. Noise comes from a CPU generator: a seed gives the same clip on
-        any device.
+        any device. Options left ``None`` take the base's registered defaults (``generation_defaults``: the
+        shapes world's 32×32, 8 frames …), else 16 frames, 25 steps, guidance 7.5 and the base's size.
         """
+        d = self.generation_defaults
+        num_frames = num_frames if num_frames is not None else d.get("num_frames", 16)
+        num_inference_steps = num_inference_steps if num_inference_steps is not None else d.get(
+            "num_inference_steps", 25)
+        guidance_scale = guidance_scale if guidance_scale is not None else d.get("guidance_scale", 7.5)
+        height = height if height is not None else d.get("height")
+        width = width if width is not None else d.get("width")
         opts = GenerateOptions.validate(
             prompt=prompt, negative_prompt=negative_prompt, num_frames=num_frames, height=height, width=width,
             num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler,
@@ -421,6 +464,25 @@ class VideoGenerator:
         h.update(repr(sorted(self._lora_weights.items())).encode())
         h.update(repr(sorted(self.pipe.tokenizer.get_vocab().items())[:50]).encode())
         return h.hexdigest()
+
+
+def _generation_defaults(base) -> dict:
+    from motion_adapters.registry import generation_defaults, is_registered
+
+    return generation_defaults(str(base)) if is_registered(str(base)) else {}
+
+
+def _registered_path(src):
+    """A registered name's file (LoRAs by short name); anything else unchanged."""
+    from motion_adapters.registry import is_registered, model_path
+
+    return model_path(str(src)) if is_registered(str(src)) else src
+
+
+def _source_name(name, resolved) -> str:
+    from motion_adapters.registry import is_registered
+
+    return str(name) if is_registered(str(name)) else str(resolved)
 
 
 def _file_stamp(src) -> tuple:

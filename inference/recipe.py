@@ -70,6 +70,13 @@ def model_entry(src: str | Path | None) -> dict | None:
     """Name, path and short hash of a model for the recipe (embedded defaults keep their short name)."""
     if src is None:
         return None
+    if str(src) == "none":  # generated without a motion module
+        return {"name": "none", "path": "none", "sha256": None}
+    from motion_adapters.registry import is_registered, model_path
+
+    if is_registered(str(src)):
+        p = model_path(str(src), check=False)
+        return {"name": str(src), "path": str(src), "sha256": file_hash(p) if p.exists() else None}
     p = Path(src)
     digest = file_hash(p)
     return {"name": p.name if p.exists() else str(src), "path": str(src), "sha256": digest}

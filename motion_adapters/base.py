@@ -79,6 +79,14 @@ def _read_config(folder: Path, component: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def tokenizer_dir_of(folder: str | Path | None) -> Path | None:
+    """``folder/tokenizer`` when it holds a CLIP tokenizer (``vocab.json`` or a fast ``tokenizer.json``)."""
+    if folder is None:
+        return None
+    tok = Path(folder) / "tokenizer"
+    return tok if (tok / "vocab.json").exists() or (tok / "tokenizer.json").exists() else None
+
+
 def is_diffusers_folder(path: Path) -> bool:
     return path.is_dir() and (path / "model_index.json").exists()
 
@@ -92,11 +100,13 @@ def configs_from_folder(folder: str | Path) -> dict[str, dict]:
     return cfgs
 
 
-def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWeights:
+def read_base(src: str | Path, configs: dict[str, dict] | None = None,
+              tokenizer_dir: str | Path | None = None) -> BaseWeights:
     """Read a community checkpoint: a diffusers SD folder or a single-file LDM ``.safetensors``/``.ckpt``.
 
     ``configs`` (``unet``/``vae``/``text_encoder``) describe the architecture for single-file checkpoints;
-    they default to the shipped SD1.5 skeleton. Nothing here touches the network.
+    they default to the shipped SD1.5 skeleton; ``tokenizer_dir`` gives a single file's tokenizer (default:
+    SD1.5's CLIP tokenizer). Nothing here touches the network.
     """
     path = Path(src)
     if is_diffusers_folder(path):
@@ -104,7 +114,6 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWe
         if unet is None:
             raise AdapterFormatError(path, "a unet/ subfolder in the diffusers folder", "none")
         cfgs = {c: cfg for c in COMPONENTS if (cfg := _read_config(path, c)) is not None}
-        tok = path / "tokenizer"
         return BaseWeights(
             source=str(path),
             source_format="diffusers-folder",
@@ -113,7 +122,7 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWe
             vae=_read_component(path, "vae"),
             text_encoder=_read_component(path, "text_encoder"),
             configs=cfgs,
-            tokenizer_dir=tok if (tok / "vocab.json").exists() else None,
+            tokenizer_dir=tokenizer_dir_of(path),
         )
     if path.is_dir():
         raise AdapterFormatError(path, "a diffusers SD folder (with model_index.json) or a single checkpoint file",
@@ -145,6 +154,7 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None) -> BaseWe
         vae=comps.get("vae"),
         text_encoder=comps.get("text_encoder"),
         configs=cfgs,
+        tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir is not None else None,
     )
 
 

@@ -56,6 +56,22 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .registry import list_models, toy_dir
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps({"dir": str(toy_dir()), "models": rows}, indent=2))
+        return 0
+    print(f"embedded models in {toy_dir()}:")
+    for r in rows:
+        size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["present"] else "not built"
+        print(f"  {r['name']:<18} {r['kind']:<14} {size:>10}  {r['description']}")
+    if not all(r["present"] for r in rows):
+        print("build the missing ones with `motion-adapters toy build` (about 60 min on 2 CPU cores)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motion-adapters",
@@ -89,15 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "module with non-default heads or groups")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("models", help="list the embedded (registered) models",
+                       description="Short names usable wherever a model path is (--base, --motion, --lora, "
+                       "VideoGenerator, training configs): kind, size and whether the weights are built.")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=cmd_models)
+
     from inference.cli import add_generate_parser
     from inference.eval_cli import add_eval_parser
     from training.cli import add_train_parser
     from training.curate_cli import add_curate_parser
+    from training.toy.cli import add_toy_parser
 
     add_generate_parser(sub)
     add_train_parser(sub)
     add_curate_parser(sub)
     add_eval_parser(sub)
+    add_toy_parser(sub)
     return parser
 
 

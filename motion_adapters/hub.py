@@ -12,7 +12,12 @@ _PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.ckpt", "tokenizer/*", "*/*.j
 
 
 def resolve_source(src: str | Path) -> Path:
-    """A local path as is; ``org/name`` as a downloaded Hub snapshot (never needed offline)."""
+    """A registered short name (``shapes-base`` …, :mod:`motion_adapters.registry`) first, then a local path
+    as is, then ``org/name`` as a downloaded Hub snapshot (never needed offline)."""
+    from .registry import is_registered, model_path
+
+    if is_registered(str(src)):  # names win; write ./shapes-base for a local folder of that name
+        return model_path(str(src))
     p = Path(src)
     if p.exists():
         return p

@@ -194,6 +194,25 @@ def build_motion_unet(
     )
 
 
+def identity_motion_module(unet_config: Mapping) -> MotionModuleWeights:
+    """A motion module that does nothing: every weight zero, so each temporal transformer returns its input
+    exactly (``proj_out`` = 0) and frames are denoised independently, as per-frame SD. No random init: the
+    zeros are the only memory it costs. Heads/groups are picked to divide the base's channels."""
+    import math
+
+    ch = list(unet_config["block_out_channels"])
+    g = math.gcd(*ch)
+    config = {"block_out_channels": ch, "motion_layers_per_block": unet_config["layers_per_block"],
+              "motion_transformer_layers_per_block": 1, "motion_mid_block_layers_per_block": 1,
+              "motion_transformer_layers_per_mid_block": 1, "motion_num_attention_heads": 8 if g % 8 == 0 else 1,
+              "motion_norm_num_groups": 32 if g % 32 == 0 else int(unet_config.get("norm_num_groups", 1)),
+              "motion_max_seq_length": 32, "use_motion_mid_block": False, "conv_in_channels": None}
+    with init_empty_weights():
+        adapter = MotionAdapter(**config)
+    sd = {k: torch.zeros(v.shape, dtype=torch.float32) for k, v in adapter.state_dict().items() if not is_pe_key(k)}
+    return MotionModuleWeights(config=config, state_dict=sd, source_format="none", version="none (identity)")
+
+
 def adapter_view(unet: UNetMotionModel, motion_config: Mapping) -> MotionAdapter:
     """A ``MotionAdapter`` whose modules *are* the UNet's motion modules (shared, not copied).
 

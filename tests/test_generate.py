@@ -218,7 +218,8 @@ def test_cli_validation_errors(tiny, tmp_path, capsys, extra, message):
     assert not (tmp_path / "x.gif").exists()
 
 
-def test_cli_bad_output_and_missing_models(tiny, tmp_path, capsys):
+def test_cli_bad_output_and_missing_models(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MOTION_ADAPTERS_TOY_DIR", str(tmp_path / "no-models"))  # no embedded default either
     assert cli(_cli_args(tiny, tmp_path / "clip.avi")) == 2
     assert "expected a .gif, .mp4, .webm or .webp" in capsys.readouterr().err
     assert cli(["generate", "--prompt", PROMPT, "--motion", str(tiny.mm_a_dir)]) == 2

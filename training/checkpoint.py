@@ -22,13 +22,17 @@ STATE_FILE = "trainer_state.json"
 TRAINABLE_FILE = "trainable.safetensors"
 
 
-def register_hooks(accelerator, unet_ref: list) -> None:
-    """Save/load only ``requires_grad`` parameters of the UNet (``unet_ref[0]`` is the unwrapped model)."""
+def register_hooks(accelerator, unet_ref: list, extra=None) -> None:
+    """Save/load only ``requires_grad`` parameters of the UNet (``unet_ref[0]`` is the unwrapped model, or any
+    module holding every trained part). ``extra`` (an object with ``state_dict()``/``load_state_dict()`` whose
+    keys contain ``::``, e.g. an :class:`~training.ema.EMA`) is saved in the same file."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             unet = unet_ref[0]
             tensors = {n: p.detach().cpu().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
+            if extra is not None:
+                tensors.update(extra.state_dict())
             save_file(tensors, str(Path(output_dir) / TRAINABLE_FILE))
         while weights:
             weights.pop()
@@ -36,6 +40,9 @@ def register_hooks(accelerator, unet_ref: list) -> None:
     def load_hook(models, input_dir):
         unet = unet_ref[0]
         tensors = load_file(str(Path(input_dir) / TRAINABLE_FILE))
+        if extra is not None:
+            extra.load_state_dict({k: v for k, v in tensors.items() if "::" in k})
+        tensors = {k: v for k, v in tensors.items() if "::" not in k}
         params = dict(unet.named_parameters())
         missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
         if missing or set(tensors) - set(params):

@@ -22,9 +22,9 @@ def cmd_train(args) -> int:
 def add_train_parser(subparsers) -> None:
     """Register the ``train`` subcommand."""
     p = subparsers.add_parser(
-        "train", help="train a motion module, MotionLoRA, spatial LoRA or spatial finetune",
+        "train", help="train a motion module, MotionLoRA, spatial LoRA, spatial finetune, text-to-image base or VAE",
         description="Train from one YAML config (a path, or a preset name: motion, motion_lora, spatial_lora, "
-        "spatial_full, joint, motiondirector). Runs under accelerate: single process, or multi-GPU / multi-node "
+        "spatial_full, joint, motiondirector; tasks t2i and vae: see configs/toy/). Runs under accelerate: single process, or multi-GPU / multi-node "
         "with `accelerate launch --config_file configs/accelerate/ddp.yaml -m motion_adapters.cli train ...` "
         "or torchrun. Checkpoints go to OUTPUT_DIR/checkpoints (atomic); adapters to OUTPUT_DIR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -17,7 +17,8 @@ import yaml
 
 from motion_adapters.errors import MotionAdapterError
 
-TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")
+TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae")
+NO_MOTION_TASKS = ("t2i", "vae")  # trained without a motion module
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -35,6 +36,15 @@ class ModelConfig:
     motion_norm_num_groups: int = 32
     motion_max_seq_length: int = 32
     use_motion_mid_block: bool = False
+    # task t2i / vae: architectures of models built FROM SCRATCH (diffusers/transformers config dicts). With
+    # unet_config set, t2i trains a new UNet2DConditionModel (+ text encoder) on top of the VAE in model.vae;
+    # without it, t2i finetunes model.base (DreamBooth-style).
+    unet_config: dict[str, Any] = field(default_factory=dict)
+    text_encoder_config: dict[str, Any] = field(default_factory=dict)  # vocab/bos/eos/pad come from the tokenizer
+    vae_config: dict[str, Any] = field(default_factory=dict)
+    vae: str | None = None  # t2i from scratch: a trained AutoencoderKL folder (output of task vae)
+    tokenizer: str | None = None  # t2i from scratch: a tokenizer folder, or "shapes" (the shapes-world tokenizer)
+    train_text_encoder: bool = False  # t2i: train the CLIP text encoder jointly with the UNet
 
 
 @dataclass
@@ -99,6 +109,8 @@ class OptimConfig:
     eps: float = 1e-8
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+    lr_text_encoder: float | None = None  # t2i with model.train_text_encoder (default: lr)
+    ema_decay: float = 0.0  # > 0: keep an EMA of the trained weights and export it (t2i, spatial_full, vae)
 
 
 @dataclass
@@ -118,6 +130,8 @@ class RunConfig:
     log_every: int = 10
     tensorboard: bool = True
     progress: bool = True
+    export_dtype: Literal["fp32", "fp16"] = "fp32"  # dtype of exported weights (fp16 halves the files)
+    export_ldm: bool = False  # t2i / spatial_full: also write the base as a single-file LDM model.safetensors
 
 
 @dataclass
@@ -134,8 +148,18 @@ class ValidationConfig:
 
 
 @dataclass
+class VaeTrainConfig:
+    """Task vae: reconstruction MSE (+ L1) of ``decode(mean + latent_noise·ε)``; KL off by default."""
+
+    latent_noise: float = 0.1  # std of the noise added to the encoder mean (in latent units, before scaling)
+    kl_weight: float = 0.0
+    l1_weight: float = 0.0
+
+
+@dataclass
 class TrainConfig:
-    task: Literal["motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector"] = "motion"
+    task: Literal["motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i",
+                  "vae"] = "motion"
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -143,6 +167,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
+    vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,6 +201,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, found {value!r}")
         return _build(tp, value, key)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, found {value!r}")
+        return dict(value)
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, found {value!r}")
@@ -289,11 +318,29 @@ def _merge(a: dict, b: dict) -> dict:
 
 def validate(cfg: TrainConfig) -> None:
     """Cross-field checks (each message names the key)."""
-    if not cfg.model.base:
+    scratch = cfg.task == "vae" or (cfg.task == "t2i" and bool(cfg.model.unet_config))
+    if not cfg.model.base and not scratch:
         raise ConfigError("model.base: expected a base checkpoint (diffusers folder or single file), found nothing")
+    if cfg.task == "vae" and not cfg.model.vae_config:
+        raise ConfigError("model.vae_config: task vae builds an AutoencoderKL from scratch; expected its config, "
+                          "found nothing")
+    if cfg.task == "t2i" and cfg.model.unet_config:
+        for key in ("vae", "tokenizer"):
+            if not getattr(cfg.model, key):
+                raise ConfigError(f"model.{key}: t2i from scratch (model.unet_config set) needs it, found nothing")
+        if not cfg.model.text_encoder_config:
+            raise ConfigError("model.text_encoder_config: t2i from scratch needs the text encoder's config, "
+                              "found nothing")
+    if cfg.optim.ema_decay and not 0.0 < cfg.optim.ema_decay < 1.0:
+        raise ConfigError(f"optim.ema_decay: expected 0 (off) or a decay in (0, 1), found {cfg.optim.ema_decay}")
+    if cfg.model.train_text_encoder and cfg.task != "t2i":
+        raise ConfigError(f"model.train_text_encoder: only task t2i trains the text encoder, found task {cfg.task}")
     if not cfg.data.path:
         raise ConfigError("data.path: expected a dataset folder (with metadata.csv or metadata.jsonl), found nothing")
-    if cfg.task != "motion" and not cfg.model.motion_module:
+    if cfg.task in NO_MOTION_TASKS and cfg.data.sample != "frame":
+        raise ConfigError(f"data.sample: task {cfg.task} trains on images; expected 'frame', found "
+                          f"{cfg.data.sample!r}")
+    if cfg.task not in ("motion", *NO_MOTION_TASKS) and not cfg.model.motion_module:
         raise ConfigError(f"model.motion_module: task {cfg.task} trains on top of an existing motion module; "
                           "expected its path, found nothing")
     positive = {"data.num_frames": cfg.data.num_frames, "data.stride": cfg.data.stride,

@@ -13,10 +13,11 @@ from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 
-from motion_adapters.base import BaseWeights, configs_from_folder, load_tokenizer, read_base
+from motion_adapters.base import BaseWeights, configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
 from motion_adapters.formats.ours import save_lora, save_motion_module
+from motion_adapters.hub import resolve_source
 from motion_adapters.loading import KIND_MOTION, load_adapter
 from motion_adapters.swap import (
     build_motion_unet,
@@ -40,7 +41,7 @@ class TrainModels:
     text_encoder: torch.nn.Module
     tokenizer: object
     base: BaseWeights
-    motion: MotionModuleWeights
+    motion: MotionModuleWeights | None  # None for task t2i (a 2-D UNet)
     groups: dict[str, list[str]] = field(default_factory=dict)  # group -> trainable parameter names
     lora_adapters: dict[str, str] = field(default_factory=dict)  # group -> PEFT adapter name
 
@@ -76,8 +77,16 @@ def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionM
     return MotionModuleWeights(config=config, state_dict=sd, source_format="new", version="new")
 
 
+def resolve_base(cfg: TrainConfig) -> tuple[Path, str | Path | None]:
+    """``model.base`` (a path or registered name) and the folder describing its architecture, if any."""
+    from motion_adapters.registry import base_config_for
+
+    config = cfg.model.base_config or base_config_for(cfg.model.base)
+    return resolve_source(cfg.model.base), config
+
+
 def trained_groups(task: str) -> tuple[str, ...]:
-    return {"motion": (TEMPORAL,), "motion_lora": (TEMPORAL,), "spatial_lora": (SPATIAL,),
+    return {"t2i": (SPATIAL,), "motion": (TEMPORAL,), "motion_lora": (TEMPORAL,), "spatial_lora": (SPATIAL,),
             "spatial_full": (SPATIAL,), "joint": (SPATIAL, TEMPORAL),
             "motiondirector": (SPATIAL, TEMPORAL)}[task]
 
@@ -88,15 +97,20 @@ def uses_lora(task: str) -> bool:
 
 def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainModels:
     """Frozen base + motion module on ``device`` (fp32), with the task's parameters trainable."""
-    base_cfgs = configs_from_folder(cfg.model.base_config) if cfg.model.base_config else None
-    base = read_base(cfg.model.base, configs=base_cfgs)
+    if cfg.task == "t2i":
+        from .t2i import build_t2i_models
+
+        return build_t2i_models(cfg, device)
+    base_src, base_config = resolve_base(cfg)
+    base_cfgs = configs_from_folder(base_config) if base_config else None
+    base = read_base(base_src, configs=base_cfgs, tokenizer_dir=tokenizer_dir_of(base_config))
     if base.vae is None or base.text_encoder is None:
         from motion_adapters.errors import AdapterFormatError
 
         raise AdapterFormatError(cfg.model.base, "a complete checkpoint (UNet, VAE, text encoder) for training",
                                  f"no {'VAE' if base.vae is None else 'text encoder'}")
     if cfg.model.motion_module:
-        motion = load_adapter(cfg.model.motion_module, expect=KIND_MOTION)
+        motion = load_adapter(resolve_source(cfg.model.motion_module), expect=KIND_MOTION)
         check_motion_fits_base(motion, base.configs["unet"], cfg.model.motion_module)
         if cfg.data.num_frames > motion.config["motion_max_seq_length"]:
             from .config import ConfigError
@@ -189,13 +203,50 @@ def save_outputs(tm: TrainModels, unet: torch.nn.Module, cfg: TrainConfig, out_d
     if SPATIAL in tm.lora_adapters:
         lw = export_lora(unet, tm.lora_adapters[SPATIAL], "spatial_lora")
         written["spatial_lora"] = str(save_lora(lw, out_dir / "spatial_lora.safetensors", training))
-    if cfg.task in ("spatial_full", "joint"):
-        written["base"] = str(save_base_folder(tm, unet, out_dir / "base", training))
+    if cfg.task in ("spatial_full", "joint", "t2i"):
+        written["base"] = str(save_base_folder(tm, unet, out_dir / "base", training, cfg.run.export_dtype))
+        if cfg.run.export_ldm:
+            written["ldm"] = str(save_base_ldm(tm, unet, out_dir / "model.safetensors", cfg.run.export_dtype))
+    if cfg.run.export_dtype == "fp16":
+        for key in ("motion_module", "motion_lora", "spatial_lora"):
+            if key in written:
+                to_fp16_file(Path(written[key]))
     return written
 
 
-def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, training: dict) -> Path:
-    """The finetuned spatial UNet with the base's VAE/text encoder as a diffusers SD folder (atomic rename)."""
+def to_fp16_file(path: Path) -> None:
+    """Rewrite a ``.safetensors`` file with its floating-point tensors in fp16 (metadata kept)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)
+
+
+def _half(sd: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    out = {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in sd.items()}
+    return {k: v.half() if dtype == "fp16" and v.is_floating_point() else v for k, v in out.items()}
+
+
+def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, dtype: str = "fp32") -> Path:
+    """The spatial UNet with the base's VAE and text encoder as one single-file LDM checkpoint (civitai layout)."""
+    from motion_adapters.formats.ldm import save_ldm_checkpoint
+
+    ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
+    return save_ldm_checkpoint(path, _half(spatial_tensors(unet), dtype), _half(tm.vae.state_dict(), dtype),
+                               _half(tm.text_encoder.state_dict(), dtype), unet_config=ucfg,
+                               metadata={"format": "pt"})
+
+
+def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, training: dict,
+                     dtype: str = "fp32") -> Path:
+    """The finetuned spatial UNet with the base's VAE/text encoder as a diffusers SD folder (atomic rename);
+    ``dtype="fp16"`` stores every weight file in half precision (loaders cast back)."""
     import shutil
     import tempfile
 
@@ -215,6 +266,9 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     pipe.save_pretrained(str(tmp))
+    if dtype == "fp16":
+        for f in tmp.glob("*/*.safetensors"):
+            to_fp16_file(f)
     (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
     if folder.exists():
         shutil.rmtree(folder)

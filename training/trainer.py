@@ -94,6 +94,8 @@ class Trainer:
 
         set_seed(cfg.run.seed)
         self.tm = build_models(cfg, acc.device)
+        self.is_2d = self.tm.motion is None  # task t2i: a UNet2DConditionModel on images
+        self.te_trains = cfg.model.train_text_encoder
         self.memory = _enable_memory_savers(self.tm, cfg, acc)
         self.scheduler = train_scheduler(cfg.loss)
         self.dataset = VideoDataset(cfg.data, cfg.run.seed)
@@ -102,6 +104,9 @@ class Trainer:
         params = dict(self.tm.unet.named_parameters())
         groups = [{"params": [params[n] for n in self.tm.groups[g]], "lr": lr_sp if g == SPATIAL else cfg.optim.lr,
                    "name": g} for g in (TEMPORAL, SPATIAL) if g in self.tm.groups]
+        if self.te_trains:
+            groups.append({"params": list(self.tm.text_encoder.parameters()), "name": "text_encoder",
+                           "lr": cfg.optim.lr_text_encoder or cfg.optim.lr})
         self.trainable = [p for g in groups for p in g["params"]]
         self.spatial_lora_params = [params[n] for n in self.tm.groups.get(SPATIAL, [])]
         optimizer = build_optimizer(groups, cfg.optim, self.memory["adamw8bit"])
@@ -110,8 +115,18 @@ class Trainer:
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.run.batch_size, sampler=StreamSampler(total),
                                              collate_fn=collate, num_workers=cfg.data.num_workers)
         self.unet, self.optimizer, self.loader, self.lr_sched = acc.prepare(self.tm.unet, optimizer, loader, lr_sched)
+        self.text_encoder = acc.prepare(self.tm.text_encoder) if self.te_trains else self.tm.text_encoder
         self._unet_ref = [self.tm.unet]
-        register_hooks(acc, self._unet_ref)
+        # everything trained, under stable names (checkpoints, EMA): the UNet, plus the text encoder for t2i
+        self.trained_module = (torch.nn.ModuleDict({"unet": self.tm.unet, "text_encoder": self.tm.text_encoder})
+                               if self.te_trains else self.tm.unet)
+        self.ema = None
+        if cfg.optim.ema_decay:
+            from .ema import EMA
+
+            self.ema = EMA({n: p for n, p in self.trained_module.named_parameters() if p.requires_grad},
+                           cfg.optim.ema_decay)
+        register_hooks(acc, [self.trained_module], extra=self.ema)
         self.step = 0
         self.losses: list[float] = []
         self.ckpt_root = self.out / "checkpoints"
@@ -142,11 +157,11 @@ class Trainer:
     def raw_unet(self):
         return self._unet_ref[0]
 
-    @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         tok = self.tm.tokenizer(texts, padding="max_length", max_length=self.tm.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
-        return self.tm.text_encoder(tok.input_ids.to(self.accelerator.device))[0]
+        with torch.set_grad_enabled(self.te_trains and torch.is_grad_enabled()):
+            return self.text_encoder(tok.input_ids.to(self.accelerator.device))[0]
 
     @torch.no_grad()
     def encode_latents(self, items: list[dict]) -> torch.Tensor:
@@ -176,6 +191,11 @@ class Trainer:
         noise, t = sample_noise(latents, seeds, self.cfg.loss, self.scheduler.config.num_train_timesteps)
         noisy = self.scheduler.add_noise(latents, noise, t)
         target = target_for(self.scheduler, latents, noise, t)
+        if self.is_2d:  # images as (B, C, 1, h, w): the 2-D UNet sees (B, C, h, w)
+            emb = self.encode_text(texts)
+            with self.accelerator.autocast():
+                pred = self.unet(noisy[:, :, 0], t, encoder_hidden_states=emb).sample.unsqueeze(2)
+            return pred, target, noisy, t, emb
         emb = self.encode_text(texts).repeat_interleave(latents.shape[2], dim=0)
         ctx = temporal_bypass(self.raw_unet) if bypass else nullcontext()
         with ctx, self.accelerator.autocast():
@@ -274,6 +294,8 @@ class Trainer:
             self.optimizer.step()
             self.lr_sched.step()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None and acc.sync_gradients:
+                self.ema.update()
         return total
 
     def state(self) -> dict:
@@ -311,7 +333,8 @@ class Trainer:
                 path = save_checkpoint(acc, self.ckpt_root, self.step, self.state(), cfg.run.keep_checkpoints)
                 if acc.is_main_process:
                     print(f"checkpoint saved: {path}", flush=True)
-            if cfg.validation.every and cfg.validation.prompts and self.step % cfg.validation.every == 0:
+            if (cfg.validation.every and cfg.validation.prompts and not self.is_2d
+                    and self.step % cfg.validation.every == 0):
                 self.validate()
         if bar is not None:
             bar.close()
@@ -351,9 +374,10 @@ class Trainer:
             if self.cfg.task == "motiondirector":  # leave both LoRAs at full scale for export / validation
                 for name in self.tm.lora_adapters.values():
                     set_lora_scale(self.raw_unet, name, 1.0)
-            written = save_outputs(self.tm, self.raw_unet, self.cfg, self.out, self.training_metadata())
-            if self.cfg.validation.prompts:
-                self.validate()
+            with self.ema.applied() if self.ema is not None else nullcontext():
+                written = save_outputs(self.tm, self.raw_unet, self.cfg, self.out, self.training_metadata())
+                if self.cfg.validation.prompts and not self.is_2d:
+                    self.validate()
             if self.tb is not None:
                 self.tb.close()
             print("wrote " + ", ".join(f"{k}: {v}" for k, v in written.items()), flush=True)
@@ -385,6 +409,11 @@ class Trainer:
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Train ``cfg`` (optionally resuming: ``"latest"`` or a checkpoint folder) and return a summary."""
+    if cfg.task == "vae":
+        from .autoencoder import AutoencoderTrainer
+
+        trainer = AutoencoderTrainer(cfg, resume=resume)
+        return trainer.finish() if trainer.step >= cfg.run.max_steps else trainer.run()
     trainer = Trainer(cfg, resume=resume)
     if math.isfinite(cfg.run.max_steps) and trainer.step >= cfg.run.max_steps:
         return trainer.finish()
