@@ -120,9 +120,11 @@ class RunConfig:
     max_steps: int = 1000
     batch_size: int = 1  # per process
     grad_accum: int = 1
+    # fp16/bf16: autocast forward, frozen weights stored in that dtype, trainable weights fp32 (fp16: GPU only)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
-    low_vram: bool = False  # gradient checkpointing + AdamW8bit (+ fp16/bf16 on CUDA)
+    # gradient checkpointing + AdamW8bit + mixed precision if "no" (bf16; fp16 on GPUs without bf16)
+    low_vram: bool = False
     attention: Literal["sdpa", "xformers"] = "sdpa"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint_every: int = 500

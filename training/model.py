@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -95,8 +96,15 @@ def uses_lora(task: str) -> bool:
     return task in ("motion_lora", "spatial_lora", "motiondirector")
 
 
-def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainModels:
-    """Frozen base + motion module on ``device`` (fp32), with the task's parameters trainable."""
+def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
+                 frozen_dtype: torch.dtype | None = None) -> TrainModels:
+    """Frozen base + motion module on ``device``, with the task's parameters trainable (always fp32).
+
+    ``frozen_dtype`` (mixed precision): the frozen weights (VAE, text encoder, UNet parameters that do not
+    train) are stored in that dtype; the UNet is built in fp32 on the CPU, cast, then moved, so the device
+    never holds an fp32 copy of the frozen weights. The tensors read from the files are released once the
+    modules hold them (the files themselves are only ever read).
+    """
     if cfg.task == "t2i":
         from .t2i import build_t2i_models
 
@@ -119,10 +127,16 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainM
                               f"(the motion module's frame cap), found {cfg.data.num_frames}")
     else:
         motion = new_motion_module(base.configs["unet"], cfg, cfg.run.seed)
-    unet = build_motion_unet(base.configs["unet"], base.unet, motion, cfg.model.base, torch.float32, device)
-    vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, torch.float32, device)
-    te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, torch.float32, device)
-    tm = TrainModels(unet, vae, te, load_tokenizer(base), base, motion)
+    vae_dtype = frozen_dtype or torch.float32
+    unet = build_motion_unet(base.configs["unet"], base.unet, motion, cfg.model.base, torch.float32,
+                             "cpu" if frozen_dtype else device)
+    vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, vae_dtype, device)
+    te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, vae_dtype, device)
+    tokenizer = load_tokenizer(base)
+    base = dataclasses.replace(base, unet=_placeholders(base.unet), vae=_placeholders(base.vae),
+                               text_encoder=_placeholders(base.text_encoder))
+    motion = dataclasses.replace(motion, state_dict=_placeholders(motion.state_dict))
+    tm = TrainModels(unet, vae, te, tokenizer, base, motion)
     groups = trained_groups(cfg.task)
     if uses_lora(cfg.task):
         for group in groups:
@@ -152,8 +166,31 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu") -> TrainM
     for names in tm.groups.values():
         for n in names:
             params[n].requires_grad_(True)
+    if frozen_dtype is not None:
+        cast_frozen(unet, frozen_dtype)
+        unet.to(device)
     unet.train()
     return tm
+
+
+def _placeholders(sd: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    """Meta-device stand-ins (names, shapes, dtypes kept) for tensors the built modules now hold."""
+    return None if sd is None else {k: torch.empty_like(v, device="meta") for k, v in sd.items()}
+
+
+@torch.no_grad()
+def cast_frozen(module: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen (``requires_grad=False``) floating-point parameters of ``module`` in ``dtype``.
+
+    Trainable parameters stay fp32 (the optimizer's master weights); buffers are left alone. Returns the
+    number of parameters cast. Each tensor is replaced, not copied into, so the old storage is freed.
+    """
+    n = 0
+    for p in module.parameters():
+        if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            n += p.numel()
+    return n
 
 
 def set_lora_scale(unet: torch.nn.Module, adapter: str, scale: float) -> None:
@@ -204,9 +241,9 @@ def save_outputs(tm: TrainModels, unet: torch.nn.Module, cfg: TrainConfig, out_d
         lw = export_lora(unet, tm.lora_adapters[SPATIAL], "spatial_lora")
         written["spatial_lora"] = str(save_lora(lw, out_dir / "spatial_lora.safetensors", training))
     if cfg.task in ("spatial_full", "joint", "t2i"):
-        written["base"] = str(save_base_folder(tm, unet, out_dir / "base", training, cfg.run.export_dtype))
+        written["base"] = str(save_base_folder(tm, unet, out_dir / "base", training, cfg))
         if cfg.run.export_ldm:
-            written["ldm"] = str(save_base_ldm(tm, unet, out_dir / "model.safetensors", cfg.run.export_dtype))
+            written["ldm"] = str(save_base_ldm(tm, unet, out_dir / "model.safetensors", cfg))
     if cfg.run.export_dtype == "fp16":
         for key in ("motion_module", "motion_lora", "spatial_lora"):
             if key in written:
@@ -233,18 +270,29 @@ def _half(sd: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
     return {k: v.half() if dtype == "fp16" and v.is_floating_point() else v for k, v in out.items()}
 
 
-def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, dtype: str = "fp32") -> Path:
+def _fp32_vae_text_encoder(tm: TrainModels, cfg: TrainConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The training VAE / text encoder if fp32, else fp32 ones read again from the base (not the half copies)."""
+    if all(p.dtype == torch.float32 for m in (tm.vae, tm.text_encoder) for p in m.parameters()):
+        return tm.vae, tm.text_encoder
+    base_src, base_config = resolve_base(cfg)
+    base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None)
+    return (build_vae(base.configs["vae"], base.vae, base_src, torch.float32, "cpu"),
+            build_text_encoder(base.configs["text_encoder"], base.text_encoder, base_src, torch.float32, "cpu"))
+
+
+def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, cfg: TrainConfig) -> Path:
     """The spatial UNet with the base's VAE and text encoder as one single-file LDM checkpoint (civitai layout)."""
     from motion_adapters.formats.ldm import save_ldm_checkpoint
 
+    dtype = cfg.run.export_dtype
+    vae, te = _fp32_vae_text_encoder(tm, cfg)
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
-    return save_ldm_checkpoint(path, _half(spatial_tensors(unet), dtype), _half(tm.vae.state_dict(), dtype),
-                               _half(tm.text_encoder.state_dict(), dtype), unet_config=ucfg,
-                               metadata={"format": "pt"})
+    return save_ldm_checkpoint(path, _half(spatial_tensors(unet), dtype), _half(vae.state_dict(), dtype),
+                               _half(te.state_dict(), dtype), unet_config=ucfg, metadata={"format": "pt"})
 
 
 def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, training: dict,
-                     dtype: str = "fp32") -> Path:
+                     cfg: TrainConfig) -> Path:
     """The finetuned spatial UNet with the base's VAE/text encoder as a diffusers SD folder (atomic rename);
     ``dtype="fp16"`` stores every weight file in half precision (loaders cast back)."""
     import shutil
@@ -258,15 +306,16 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
     spatial = {k: v.detach().float().cpu() for k, v in spatial_tensors(unet).items()}
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
     unet2d = materialize(lambda: UNet2DConditionModel.from_config(ucfg), spatial, folder, "spatial UNet weights")
+    vae, te = _fp32_vae_text_encoder(tm, cfg)
     pipe = StableDiffusionPipeline(
-        vae=tm.vae, text_encoder=tm.text_encoder, tokenizer=tm.tokenizer, unet=unet2d,
+        vae=vae, text_encoder=te, tokenizer=tm.tokenizer, unet=unet2d,
         scheduler=animatediff_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     pipe.save_pretrained(str(tmp))
-    if dtype == "fp16":
+    if cfg.run.export_dtype == "fp16":
         for f in tmp.glob("*/*.safetensors"):
             to_fp16_file(f)
     (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))

@@ -48,18 +48,26 @@ def make_accelerator(cfg: TrainConfig):
     if cfg.run.device == "cuda" and not cuda:
         raise ConfigError("run.device: expected a CUDA GPU for 'cuda', found none (use auto or cpu)")
     mp = cfg.run.mixed_precision
-    if cfg.run.low_vram and mp == "no" and not cpu:
-        mp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if cfg.run.low_vram and mp == "no":  # bf16 on CPU (autocast) and on GPUs that have it, else fp16
+        mp = "bf16" if cpu or torch.cuda.is_bf16_supported() else "fp16"
     if cpu and mp == "fp16":
         raise ConfigError("run.mixed_precision: fp16 needs a GPU; on CPU use bf16 or no, found fp16")
     _reset_accelerate_state()
     return Accelerator(cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=cfg.run.grad_accum)
 
 
+def frozen_dtype(accelerator) -> torch.dtype | None:
+    """Storage dtype of the frozen weights: the mixed-precision dtype (None = fp32, no mixed precision)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
+
+
 def _enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator) -> dict:
+    """Gradient checkpointing and the attention backend; returns what is on (frozen dtype set by build_models)."""
+    dtype = frozen_dtype(accelerator)
     on = {"gradient_checkpointing": cfg.run.gradient_checkpointing or cfg.run.low_vram,
           "adamw8bit": cfg.optim.optimizer == "adamw8bit" or cfg.run.low_vram,
-          "mixed_precision": accelerator.mixed_precision, "attention": "sdpa"}
+          "mixed_precision": accelerator.mixed_precision, "attention": "sdpa",
+          "frozen_dtype": str(dtype or torch.float32).removeprefix("torch."), "trainable_dtype": "float32"}
     if on["gradient_checkpointing"]:
         tm.unet.enable_gradient_checkpointing()
     if cfg.run.attention == "xformers":
@@ -71,14 +79,6 @@ def _enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator) -> dic
             raise ConfigError("run.attention: xformers needs a CUDA device, found " + accelerator.device.type)
         tm.unet.enable_xformers_memory_efficient_attention()  # pragma: no cover - CUDA only
         on["attention"] = "xformers"
-    if accelerator.device.type == "cuda" and accelerator.mixed_precision in ("fp16", "bf16"):
-        # frozen weights in half precision; trainable ones stay fp32 for the optimizer (autocast mixes them)
-        dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
-        tm.vae.to(dtype)
-        tm.text_encoder.to(dtype)
-        for p in tm.unet.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(dtype)
     return on
 
 
@@ -93,7 +93,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(cfg.run.seed)
-        self.tm = build_models(cfg, acc.device)
+        # mixed precision: frozen weights stored in half precision, trainable ones fp32 (autocast mixes them)
+        self.tm = build_models(cfg, acc.device, frozen_dtype(acc))
         self.is_2d = self.tm.motion is None  # task t2i: a UNet2DConditionModel on images
         self.te_trains = cfg.model.train_text_encoder
         self.memory = _enable_memory_savers(self.tm, cfg, acc)
