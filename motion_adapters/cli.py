@@ -75,7 +75,8 @@ def cmd_models(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motion-adapters",
-        description="AnimateDiff motion modules and LoRAs for any SD1.5 checkpoint: inspect, convert, generate.",
+        description="AnimateDiff motion modules and LoRAs for any SD1.5 checkpoint: inspect, convert, generate, "
+        "train, curate and evaluate. Every command explains its flags with --help.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
