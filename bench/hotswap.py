@@ -1,7 +1,7 @@
 """Hot-swap benchmark: full-size SD1.5 base + AnimateDiff v2 motion module, random fp16 weights, no download.
 
-Builds (once, cached under ``bench/work/``) two v2-shaped motion modules in the ORIGINAL AnimateDiff layout and
-two single-file LDM (civitai-style) SD1.5 checkpoints, then times in one run:
+Builds (once, cached under ``bench/work/``) two v2-shaped motion modules in the ORIGINAL AnimateDiff layout
+and two single-file LDM (civitai-style) SD1.5 checkpoints, then times in one run:
 
 * the floor: open the file with ``safe_open`` and copy every tensor once into preallocated tensors;
 * our motion swap (``VideoGenerator.load_motion``) and base swap (``VideoGenerator.load_base``);
@@ -101,8 +101,8 @@ class PeakRSS:
 def trim_heap() -> bool:
     """Return freed heap memory to the OS (glibc ``malloc_trim``), so RSS reflects live memory only.
 
-    Freed blocks that glibc keeps in its heap would otherwise hide a leak (it can be reused without RSS growth)
-    or show up as growth that is not one.
+    Freed blocks that glibc keeps in its heap would otherwise hide a leak (it can be reused without RSS
+    growth) or show up as growth that is not one.
     """
     gc.collect()
     try:
@@ -176,7 +176,7 @@ def _real_params(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module
 
 
 def build_files(work: Path, force: bool) -> dict[str, Path]:
-    """Write (or reuse) mm1/mm2 (original-layout v2 motion modules) and base1/base2 (LDM single files), fp16."""
+    """Write (or reuse) mm1/mm2 (original-layout v2 motion modules), base1/base2 (LDM single files), fp16."""
     from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -234,7 +234,7 @@ def build_files(work: Path, force: bool) -> dict[str, Path]:
 
 
 def adapter_config_dir(work: Path) -> Path:
-    """A folder with the v2 ``MotionAdapter`` config.json, for ``MotionAdapter.from_single_file(config=...)``."""
+    """A folder with the v2 ``MotionAdapter`` config.json for ``MotionAdapter.from_single_file(config=)``."""
     out = work / "motion_adapter_v2_config"
     out.mkdir(parents=True, exist_ok=True)
     src = resources.files("motion_adapters.assets").joinpath("motion/v2/config.json")
@@ -306,7 +306,8 @@ def measure(gen, files: dict[str, Path], repeats: int, quiet: Quiet) -> dict:
 
 
 def rebuild_once(base: Path, mm: Path, cfg_dir: Path) -> dict:
-    """The official app's rebuild, offline: single-file SD pipeline + MotionAdapter + from_pipe (from_unet2d)."""
+    """The official app's rebuild, offline: single-file SD pipeline + MotionAdapter + from_pipe (from_unet2d)
+    """
     from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline
 
     from motion_adapters.base import skeleton_dir
@@ -355,7 +356,7 @@ def check_base_loaded(gen, base: Path) -> None:
         unet_w = fh.get_tensor("model.diffusion_model.input_blocks.0.0.weight")
         vae_w = fh.get_tensor("first_stage_model.decoder.conv_out.weight")
     assert torch.equal(gen.pipe.unet.conv_in.weight, unet_w), f"base swap did not load {base.name} (UNet)"
-    assert torch.equal(gen.pipe.vae.decoder.conv_out.weight, vae_w), f"base swap did not load {base.name} (VAE)"
+    assert torch.equal(gen.pipe.vae.decoder.conv_out.weight, vae_w), f"base swap did not load {base.name} VAE"
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -400,22 +401,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rebuild-files", action="store_true",
                    help="regenerate the weight files even if they already exist in --work-dir")
     p.add_argument("--repeats", type=int, default=3,
-                   help="timed repeats for the floors and swap pairs (median reported; one extra warm-up each)")
+                   help="timed rounds of floors and swap pairs (median reported; one extra warm-up round)")
     p.add_argument("--rebuild-repeats", type=int, default=3,
-                   help="timed repeats of the official-style rebuild (~40 s each on 2 cores; median reported)")
+                   help="timed repeats of the official-style rebuild (5-15 s each on this 2-core machine; "
+                        "median reported)")
     p.add_argument("--swaps", type=int, default=200,
                    help="alternating motion swaps for the RSS-growth check (0 skips it)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads value")
     p.add_argument("--quiet-wait", type=float, default=300.0,
-                   help="before each timed round / rebuild, wait up to this many seconds for other processes to "
-                        "go quiet (0: never wait)")
+                   help="before each timed round / rebuild, wait up to this many seconds for other processes "
+                        "to go quiet (0: never wait)")
     p.add_argument("--foreign-threshold", type=float, default=0.10,
                    help="a round counts as quiet when other processes used at most this share of all CPUs")
     p.add_argument("--max-rounds", type=int, default=0,
                    help="give up after this many timed rounds even if fewer than --repeats were quiet "
                         "(0: 4 x --repeats)")
     p.add_argument("--profile", action="store_true",
-                   help="also print a cProfile (top 25 by cumulative time) of one motion swap and one base swap")
+                   help="also print a cProfile (top 25 by cumulative time) of one motion and one base swap")
     return p.parse_args(argv)
 
 
@@ -452,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {first_build_s:.2f}s, RSS {gib(rss())} (peak {gib(peak_build.peak)})", flush=True)
 
     quiet = Quiet(args.quiet_wait, args.foreign_threshold, args.max_rounds or 4 * args.repeats)
-    print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} quiet timed rounds", flush=True)
+    print(f"[4/6] floors and swaps, interleaved: warm-up round + {args.repeats} quiet timed rounds",
+          flush=True)
     for p in files.values():  # re-warm: the host may page out file cache that sat unused for a while
         warm_page_cache(p)
     with PeakRSS() as peak_swaps:
@@ -570,7 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (per-round paired {k}: median {median(xs):.2f}x, range {min(xs):.2f}-{max(xs):.2f}x; "
               f"best-of ratio {best_of[k]:.2f}x)")
     if meas["noisy"]:
-        print(f"  WARNING: no swap round ran on a quiet machine (others > {args.foreign_threshold:.0%} of the CPUs); "
+        thr = f"{args.foreign_threshold:.0%}"
+        print(f"  WARNING: no swap round ran on a quiet machine (others > {thr} of the CPUs); "
               "timings are noisy")
     print("=" * 78)
     print(f"total runtime {total_s:.1f}s")
