@@ -224,7 +224,8 @@ class VideoGenerator:
             self._check_lora_targets(entry.weights, entry.source, motion_config=mm.config)
         old = self.pipe.unet
         spatial = spatial_tensors(old)
-        unet = build_motion_unet(self.configs["unet"], spatial, mm, src, self.dtype, self.device)
+        unet = build_motion_unet(self.configs["unet"], spatial, mm, src, self.dtype, self.device,
+                                 copy_spatial=False)
         self.pipe.register_modules(unet=unet, motion_adapter=adapter_view(unet, mm.config))
         self._install_motion_strength_hooks()
         if self.low_vram and str(self.device).startswith("cuda"):

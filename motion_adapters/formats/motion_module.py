@@ -6,6 +6,8 @@ See ``formats.md`` §1–§5. Internally a motion module is a diffusers ``Motion
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -210,9 +212,14 @@ def to_diffusers_layout(state_dict: Mapping[str, torch.Tensor], source=None) -> 
 
 def motion_keys(config: Mapping) -> set[str]:
     """The state-dict keys (without pe) a ``MotionAdapter`` of this config has; for validation."""
+    return set(_motion_keys(json.dumps(dict(config), sort_keys=True, default=list)))
+
+
+@functools.lru_cache(maxsize=32)
+def _motion_keys(config_json: str) -> frozenset[str]:
     from accelerate import init_empty_weights
     from diffusers import MotionAdapter
 
     with init_empty_weights():
-        adapter = MotionAdapter(**config)
-    return {k for k in adapter.state_dict() if not is_pe_key(k)}
+        adapter = MotionAdapter(**json.loads(config_json))
+    return frozenset(k for k in adapter.state_dict() if not is_pe_key(k))
