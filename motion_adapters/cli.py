@@ -18,9 +18,11 @@ def _human(n: int) -> str:
     return f"{n:.3g}T"
 
 
-def print_report(report: dict) -> None:
+def format_report(report: dict) -> str:
+    """The ``inspect`` report as aligned text (what ``motion-adapters inspect`` prints)."""
     order = ["path", "kind", "format", "version", "base_family", "channels", "mid_block", "pe_length",
              "max_frames", "num_modules", "lora_rank", "components", "num_params", "dtype", "file_size_bytes"]
+    lines = []
     for key in order:
         if key in report:
             value = report[key]
@@ -28,12 +30,17 @@ def print_report(report: dict) -> None:
                 value = f"{value:,} ({_human(value)})"
             elif key == "components" and isinstance(value, dict):
                 value = ", ".join(f"{k} {_human(v)}" for k, v in value.items())
-            print(f"{key.replace('_', ' '):>16}: {value}")
+            lines.append(f"{key.replace('_', ' '):>16}: {value}")
     if report.get("metadata"):
-        print(f"{'metadata':>16}:")
+        lines.append(f"{'metadata':>16}:")
         for k, v in report["metadata"].items():
             text = json.dumps(v) if not isinstance(v, str) else v
-            print(f"{'':>18}{k}: {text[:200]}")
+            lines.append(f"{'':>18}{k}: {text[:200]}")
+    return "\n".join(lines)
+
+
+def print_report(report: dict) -> None:
+    print(format_report(report))
 
 
 def cmd_inspect(args) -> int:

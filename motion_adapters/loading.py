@@ -114,7 +114,8 @@ def _read_motion_folder(path: Path) -> MotionModuleWeights:
     raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the MotionAdapter folder", "none")
 
 
-def _folder_kind(path: Path) -> str:
+def folder_kind(path: Path) -> str:
+    """What a folder holds: KIND_SD (diffusers SD folder), KIND_MOTION (MotionAdapter), "lora-folder" or "unknown"."""
     if is_diffusers_folder(path):
         return KIND_SD
     cfg = path / "config.json"
@@ -134,7 +135,7 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
     """
     path = Path(src)
     if path.is_dir():
-        kind = _folder_kind(path)
+        kind = folder_kind(path)
         if kind == KIND_SD:
             obj = read_base(path)
         elif kind == KIND_MOTION:
