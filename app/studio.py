@@ -1,0 +1,265 @@
+"""The studio's state, without any web code: one ``VideoGenerator`` per process, swapped in place, the model
+library, the device gate and the training runner. The tabs only translate between widgets and these calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from inference.prompts import parse_prompts
+from motion_adapters.errors import MotionAdapterError
+
+from .config import PREVIEW_MIN_SIDE, StudioConfig
+from .jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
+from .models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
+from .requests import GenerateRequest, parse_prompt
+
+log = logging.getLogger(__name__)
+_ARCH_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim", "in_channels",
+              "down_block_types", "up_block_types", "norm_num_groups")
+
+
+@dataclass
+class Clip:
+    """A generated clip: the file to play in the page, the file to download, its recipe and what happened."""
+
+    preview: Path
+    download: Path
+    recipe: dict
+    notices: list[str]
+    seconds: float
+
+
+class Studio:
+    """Everything the web UI does, callable from Python (the tests drive it both ways)."""
+
+    def __init__(self, cfg: StudioConfig):
+        self.cfg = cfg
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        for d in cfg.models_dirs[:1]:
+            d.mkdir(parents=True, exist_ok=True)
+        self.library = ModelLibrary(cfg.models_dirs, embedded=cfg.embedded, skip=[cfg.output_dir])
+        self.library.scan()
+        self.gate = DeviceGate()
+        self.gen = None                      # the VideoGenerator, built at the first generation
+        self.loaded: dict = {"base": None, "motion": None, "loras": {}}   # display names now in the generator
+        self._retired_builds = 0             # builds of generators replaced by a base of another architecture
+        self._lock = threading.RLock()       # the generator's state (swaps and generation)
+        self.generations = 0
+        from .training import on_training_exit
+
+        self.runner = TrainingRunner(self.gate, on_exit=lambda job: on_training_exit(self, job))
+
+    # ------------------------------------------------------------------------------------------- status
+    @property
+    def builds(self) -> int:
+        """How many times a pipeline was built in this process (1 after any number of in-place swaps)."""
+        return self._retired_builds + (self.gen.builds if self.gen is not None else 0)
+
+    def status(self) -> dict:
+        gen = self.gen
+        job = self.runner.job
+        return {
+            "builds": self.builds,
+            "base": self.loaded["base"],
+            "motion": self.loaded["motion"],
+            "loras": dict(self.loaded["loras"]),
+            "device": str(gen.device) if gen is not None else (self.cfg.device or "auto"),
+            "dtype": str(gen.dtype).replace("torch.", "") if gen is not None else (self.cfg.dtype or "auto"),
+            "busy": self.gate.owner,
+            "generations": self.generations,
+            "training": None if job is None else {"name": job.name, "state": job.state},
+        }
+
+    # -------------------------------------------------------------------------------------------- swaps
+    def _entries(self, base: str, motion: str, loras: list[tuple[str, float]]):
+        b = self.library.resolve(BASE, base)
+        m = None if motion in (NO_MOTION, None) else self.library.resolve(MOTION, motion)
+        ls = [(self.library.resolve(LORA, n), float(w)) for n, w in loras]
+        return b, m, ls
+
+    def select(self, base: str, motion: str, loras: list[tuple[str, float]] | None = None) -> list[str]:
+        """Hot-swap to these models now (the dropdowns' change events). Before the first generation, or while
+        training holds the device, the choice is only checked and applied at the next generation."""
+        b, m, ls = self._entries(base, motion, loras if loras is not None else list(self.loaded["loras"].items()))
+        if self.gen is None:
+            return ["the models load at the first generation"]
+        if self.gate.owner == TRAINING:
+            return ["a training job holds the device: the swap happens at the next generation"]
+        with self.gate.hold(LOADING), self._lock:
+            return self._ensure(b, m, ls)
+
+    def _ensure(self, base: Entry, motion: Entry | None, loras: list[tuple[Entry, float]]) -> list[str]:
+        """Make the generator hold exactly these models: in-place swaps; a new build only for the first
+        generation or a base of another architecture."""
+        notices: list[str] = []
+        motion_name = motion.name if motion else NO_MOTION
+        motion_src = motion.source if motion else None
+        if self.gen is None:
+            self.gen = self._build(base, motion_src)
+            self.loaded.update(base=base.name, motion=motion_name, loras={})
+        if base.name != self.loaded["base"]:
+            if self._same_architecture(base):
+                self.gen.load_base(base.source)
+            else:
+                old = self.gen
+                try:
+                    new = self._build(base, motion_src)
+                except MotionAdapterError as build_error:
+                    try:  # perhaps it fits after all (a single file is guessed to be SD1.5)
+                        old.load_base(base.source)
+                    except MotionAdapterError:
+                        raise build_error from None
+                    new = None
+                if new is not None:
+                    self._retired_builds += old.builds
+                    self.gen = new
+                    del old
+                    gc.collect()
+                    self.loaded.update(motion=motion_name, loras={})
+                    notices.append(f"{base.name} has another architecture than {self.loaded['base']}: the pipeline "
+                                   "was rebuilt (in-place swaps need the same UNet layout)")
+            self.loaded["base"] = base.name
+        if motion_name != self.loaded["motion"]:
+            self.gen.load_motion(motion_src)
+            self.loaded["motion"] = motion_name
+        wanted = {e.name: w for e, w in loras}
+        if wanted != self.loaded["loras"]:
+            self.gen.set_loras({e.source: w for e, w in loras})
+            self.loaded["loras"] = wanted
+        return notices
+
+    def _build(self, base: Entry, motion_src: str | None):
+        from inference import VideoGenerator
+
+        log.info("building the pipeline: %s + %s", base.name, motion_src or NO_MOTION)
+        return VideoGenerator(base=base.source, motion=motion_src, device=self.cfg.device, dtype=self.cfg.dtype,
+                              low_vram=self.cfg.low_vram)
+
+    def _same_architecture(self, base: Entry) -> bool:
+        try:
+            incoming = base_unet_config(base)
+        except Exception:  # unreadable config: let load_base report the file's problem
+            return True
+        current = self.gen.configs["unet"]
+        return all(_norm(incoming.get(k)) == _norm(current.get(k)) for k in _ARCH_KEYS)
+
+    # ---------------------------------------------------------------------------------------- generate
+    def generate(self, request: GenerateRequest) -> Clip:
+        """Validate, swap what changed, generate, and write the clip (with its recipe) to the output folder."""
+        req = request.checked()
+        b, m, ls = self._entries(req.base, req.motion, req.loras)
+        seed = req.resolved_seed()
+        prompt = parse_prompt(req.prompt)
+        if isinstance(prompt, list):  # prompt travel: checked before any model is touched
+            prompt = parse_prompts(prompt)
+        t0 = time.perf_counter()
+        with self.gate.hold(GENERATION):
+            with self._lock:
+                notices = self._ensure(b, m, ls)
+                result = self.gen.generate(
+                    prompt, negative_prompt=req.negative_prompt or None, num_frames=req.frames, height=req.height,
+                    width=req.width, num_inference_steps=req.steps, guidance_scale=req.guidance, seed=seed,
+                    scheduler=req.scheduler, context_length=req.context_length,
+                    context_overlap=req.context_overlap, free_init_iters=req.free_init,
+                    motion_strength=req.motion_strength)
+                self.generations += 1
+        recipe = {**result.recipe, "fps": req.fps}
+        preview, download = self._write(result.frames, recipe, req)
+        del result
+        release_memory()
+        return Clip(preview, download, recipe, notices, time.perf_counter() - t0)
+
+    def _write(self, frames, recipe: dict, req: GenerateRequest) -> tuple[Path, Path]:
+        import numpy as np
+
+        from inference.export import to_uint8, write_clip
+
+        slug = re.sub(r"[^a-z0-9]+", "-", str(recipe.get("prompt", "clip")).lower()).strip("-")[:32] or "clip"
+        folder = self.cfg.output_dir / "clips" / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.generations:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        data = to_uint8(np.asarray(frames))
+        download = write_clip(data, folder / f"{recipe['seed']}-{slug}.{req.fmt}", fps=req.fps, recipe=recipe)
+        side = min(data.shape[1:3])
+        preview_fmt = "mp4" if has_ffmpeg() else "gif"
+        if req.fmt == preview_fmt and side >= PREVIEW_MIN_SIDE:
+            preview = download
+        else:
+            k = max(1, min(16, -(-PREVIEW_MIN_SIDE // side)))
+            big = data if k == 1 else np.repeat(np.repeat(data, k, axis=1), k, axis=2)
+            preview = write_clip(big, folder / f"preview.{preview_fmt}", fps=req.fps, recipe=recipe)
+        self._prune()
+        return preview, download
+
+    def _prune(self) -> None:
+        """Keep the newest ``keep_outputs`` generations in the output folder (a server left running stays small)."""
+        root = self.cfg.output_dir / "clips"
+        folders = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
+        for old in folders[: max(0, len(folders) - self.cfg.keep_outputs)]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -------------------------------------------------------------------------------------- GPU parking
+    def park(self) -> None:
+        """Free the GPU for a training job: move the pipeline to the CPU (no rebuild; no-op on CPU)."""
+        gen = self.gen
+        if gen is not None and str(gen.device).startswith("cuda") and not gen.low_vram:
+            with self._lock:
+                gen.pipe.to("cpu")
+                import torch
+
+                torch.cuda.empty_cache()
+
+    def unpark(self) -> None:
+        gen = self.gen
+        if gen is not None and str(gen.device).startswith("cuda") and not gen.low_vram:
+            with self._lock:
+                gen.pipe.to(gen.device)
+
+
+def _norm(v):
+    return list(v) if isinstance(v, list | tuple) else v
+
+
+def base_unet_config(base: Entry) -> dict:
+    """The UNet config a base would load with: its folder's, its registered config's, else SD1.5's (a single
+    file carries no architecture)."""
+    from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
+    from motion_adapters.registry import base_config_for
+
+    folder = base_config_for(base.registered) if base.registered else None
+    if folder is None and is_diffusers_folder(base.path):
+        folder = base.path
+    return configs_from_folder(folder)["unet"] if folder is not None else skeleton_config("unet")
+
+
+_FFMPEG: bool | None = None
+
+
+def has_ffmpeg() -> bool:
+    """Whether imageio-ffmpeg's encoder is usable (MP4 playback in the page); else clips play as GIF."""
+    global _FFMPEG
+    if _FFMPEG is None:
+        try:
+            import imageio_ffmpeg
+
+            _FFMPEG = Path(imageio_ffmpeg.get_ffmpeg_exe()).exists()
+        except Exception:
+            _FFMPEG = False
+    return _FFMPEG
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc), so a long-running server stays flat."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
