@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="motion-adapters",
         description="AnimateDiff motion modules and LoRAs for any SD1.5 checkpoint: inspect, convert, generate, "
-        "train, curate and evaluate. Every command explains its flags with --help.",
+        "train, curate, evaluate, and the studio web UI (app). Every command explains its flags with --help.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_models)
 
+    from app.cli import add_app_parser
     from inference.cli import add_generate_parser
     from inference.eval_cli import add_eval_parser
     from training.cli import add_train_parser
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_curate_parser(sub)
     add_eval_parser(sub)
     add_toy_parser(sub)
+    add_app_parser(sub)
     return parser
 
 

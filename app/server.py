@@ -1,0 +1,75 @@
+"""Building the page (three tabs) and serving it: localhost unless told otherwise, a bounded queue, uploads
+limited in size, files served only from the output folder, no analytics and no share link unless asked."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .config import StudioConfig
+from .studio import Studio
+
+log = logging.getLogger(__name__)
+TITLE = "motion-adapters studio"
+INTRO = ("Text-to-video with AnimateDiff motion modules on any SD1.5 base. Changing a model swaps its weights into "
+         "the running pipeline (no rebuild); one job uses the device at a time, the others wait in the queue.")
+
+
+def quiet_gradio() -> None:
+    """No analytics, no version check, no telemetry: the studio never calls home."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def build_demo(studio: Studio):
+    """The gradio Blocks of a studio (not launched)."""
+    quiet_gradio()
+    import gradio as gr
+
+    from .generate_tab import build_generate_tab
+    from .library_tab import build_library_tab
+    from .train_tab import build_train_tab
+    from .ui import Dropdowns, status_markdown
+
+    drops = Dropdowns(studio.library)
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+        gr.Markdown(f"## {TITLE}\n{INTRO}")
+        with gr.Tab("Generate", id="generate"):
+            gen = build_generate_tab(studio, drops)
+        with gr.Tab("Train", id="train"):
+            build_train_tab(studio, drops)
+        with gr.Tab("Library", id="library"):
+            build_library_tab(studio, drops)
+
+        def status() -> dict:
+            """Pipeline builds (1 after any number of swaps), loaded models, device and what holds it."""
+            return studio.status()
+
+        def models() -> dict:
+            """The discovered models by kind: base, motion, lora, dataset."""
+            return {k: studio.library.names(k) for k in ("base", "motion", "lora", "dataset")}
+
+        gr.api(status, api_name="status", concurrency_limit=None)
+        gr.api(models, api_name="models", concurrency_limit=None)
+        # a page opened later sees the current lists (training or conversions may have added models)
+        demo.load(lambda: (status_markdown(studio.status()), *drops.updates(drops.components)),
+                  outputs=[gen.status, *drops.components], api_visibility="private", concurrency_limit=None)
+    return demo
+
+
+def launch(cfg: StudioConfig, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           block: bool = True, quiet: bool = False):
+    """Build and serve a studio; returns ``(demo, local_url, studio)`` (with ``block=False`` the server runs in
+    a background thread: tests)."""
+    quiet_gradio()
+    studio = Studio(cfg)
+    demo = build_demo(studio)
+    demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
+    _, url, share_url = demo.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+        max_file_size=cfg.max_upload_bytes, allowed_paths=[str(cfg.output_dir)], show_error=True, quiet=quiet,
+        footer_links=["api"], run_history=False, enable_monitoring=False, ssr_mode=False, mcp_server=False,
+        pwa=False, inbrowser=False)
+    if share_url:
+        log.warning("public share link: %s (anyone with it can use this server)", share_url)
+    return demo, url, studio

@@ -1,0 +1,160 @@
+"""Small pieces shared by the tabs: errors shown in the page, the status line, dropdowns that follow the library."""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from motion_adapters.errors import MotionAdapterError
+
+from .models import BASE, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
+
+log = logging.getLogger(__name__)
+DEVICE = "device"   # the concurrency group of everything that runs models: one at a time, in queue order
+NONE_LORA = ""      # an empty LoRA slot
+
+
+def page_errors(fn: Callable) -> Callable:
+    """Show every failure in the page as an error message; the server keeps serving."""
+    def report(e: Exception):
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, MotionAdapterError):
+            return gr.Error(html.escape(str(e), quote=False), print_exception=False)
+        log.exception("studio: %s failed", fn.__name__)
+        return gr.Error(html.escape(f"{fn.__name__.replace('_', ' ')} failed: {type(e).__name__}: {str(e)[:500]}",
+                                    quote=False))
+
+    if _is_generator(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:
+                raise report(e) from e
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise report(e) from e
+
+    return wrapper
+
+
+def _is_generator(fn: Callable) -> bool:
+    import inspect
+
+    return inspect.isgeneratorfunction(fn)
+
+
+def status_markdown(status: dict) -> str:
+    """One line: builds (stays 1 across swaps), loaded models, device, what holds it."""
+    loras = ", ".join(f"`{n}` × {w:g}" for n, w in status["loras"].items()) or "none"
+    training = status.get("training")
+    busy = status["busy"] or "idle"
+    parts = [f"**Pipeline** builds: {status['builds']}",
+             f"base: `{status['base'] or '(not loaded)'}`",
+             f"motion: `{status['motion'] or '(not loaded)'}`",
+             f"LoRAs: {loras}",
+             f"{status['device']} {status['dtype']}",
+             f"device: {busy}",
+             f"generations: {status['generations']}"]
+    if training:
+        parts.append(f"training `{training['name']}`: {training['state']}")
+    return " · ".join(parts)
+
+
+def is_upload(path: str | None) -> bool:
+    """Whether a file path came from a gradio upload (its upload folder), never a path typed by someone."""
+    if not path:
+        return False
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder()).resolve()
+    p = Path(path).resolve()
+    return root in p.parents
+
+
+def check_uploads(paths: list[str] | str | None, label: str) -> list[str]:
+    if paths is None:
+        return []
+    items = [paths] if isinstance(paths, str) else list(paths)
+    out = []
+    for p in items:
+        p = getattr(p, "name", p)  # gr.File may hand over file objects in some versions
+        if not is_upload(p):
+            raise gr.Error(f"{label}: expected an uploaded file, found a path that was not uploaded")
+        out.append(str(p))
+    return out
+
+
+class Dropdowns:
+    """Every model dropdown of the page, by kind, so a rescan can refresh all of them at once."""
+
+    def __init__(self, library: ModelLibrary):
+        self.library = library
+        self.items: list[tuple[gr.Dropdown, str]] = []
+
+    def choices(self, kind: str) -> list[tuple[str, str]]:
+        lib = self.library
+        if kind == MOTION:
+            names = lib.names(MOTION) + [NO_MOTION]
+        elif kind == LORA:
+            return [("(none)", NONE_LORA)] + [(n, n) for n in lib.names(LORA)]
+        elif kind == DATASET:
+            return [("(uploaded clips)", "")] + [(n, n) for n in lib.names(DATASET)]
+        elif kind == "any":
+            names = lib.names()
+        else:
+            names = lib.names(kind)
+        return [(n, n) for n in names]
+
+    def add(self, kind: str, **kwargs) -> gr.Dropdown:
+        dd = gr.Dropdown(choices=self.choices(kind), allow_custom_value=True, **kwargs)
+        self.items.append((dd, kind))
+        return dd
+
+    @property
+    def components(self) -> list[gr.Dropdown]:
+        return [dd for dd, _ in self.items]
+
+    def updates(self, components: list[gr.Dropdown] | None = None) -> list:
+        """New choices for ``components`` (default: every dropdown so far), values kept. An event must pass the
+        list it was wired with: dropdowns added by later tabs are not among its outputs."""
+        kinds = dict((id(dd), kind) for dd, kind in self.items)
+        return [gr.update(choices=self.choices(kinds[id(dd)])) for dd in (components or self.components)]
+
+
+def default_models(library: ModelLibrary) -> tuple[str | None, str]:
+    """The initial base and motion module: the embedded shapes world when present, else the first found."""
+    from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION
+
+    bases, motions = library.names(BASE), library.names(MOTION)
+    base = DEFAULT_BASE if DEFAULT_BASE in bases else (bases[0] if bases else None)
+    if base == DEFAULT_BASE and DEFAULT_MOTION in motions:
+        return base, DEFAULT_MOTION
+    return base, next((m for m in motions if not m.startswith("shapes-")), NO_MOTION)
+
+
+def generation_defaults(library: ModelLibrary, base: str | None) -> dict:
+    """Size, frames, steps, guidance and fps for a base: the embedded world's own, else SD1.5's."""
+    entry = None
+    try:
+        entry = library.resolve(BASE, base) if base else None
+    except MotionAdapterError:
+        pass
+    if entry is not None and entry.registered:
+        from motion_adapters.registry import generation_defaults as registered
+
+        return registered(entry.registered)
+    return {"height": 512, "width": 512, "num_frames": 16, "num_inference_steps": 25, "guidance_scale": 7.5,
+            "fps": 8.0}
