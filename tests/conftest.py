@@ -70,3 +70,28 @@ def tiny(tmp_path_factory) -> TinyWorld:
         mm_v1=root / "mm_v1.safetensors",
         mm_sdxl=root / "mm_sdxl.safetensors",
     )
+
+
+@pytest.fixture(scope="session")
+def shapes_world(tmp_path_factory) -> Path:
+    """The embedded shapes-world models: the shipped ones when built, else a ``toy build --quick`` (seconds)."""
+    from motion_adapters.registry import MODELS, is_available, toy_dir
+
+    if all(is_available(name) for name in MODELS):
+        return toy_dir()
+    from training.toy.build import build
+
+    root = tmp_path_factory.mktemp("shapes-world")
+    build(out=root / "out", work=root / "work", quick=True, progress=False, log=lambda _m: None)
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def shapes_env(shapes_world):
+    """The registry pointed at ``shapes_world`` for a whole test module (servers and training children)."""
+    from motion_adapters.registry import ENV_DIR
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(ENV_DIR, str(shapes_world))
+    yield shapes_world
+    mp.undo()

@@ -1,0 +1,85 @@
+"""Helpers for the studio tests: a models directory with models whose effects are unmistakable, clips to train
+on, and a studio server launched in-process on a free localhost port."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FAST = dict(steps=3, frames=8, width=32, height=32)   # the shapes world's size, few denoising steps
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_models_dir(root: Path) -> Path:
+    """``root`` with: a motion module and a LoRA whose effects survive video coding (random, large updates),
+    a perturbed copy of shapes-base (a diffusers folder), a dataset folder, and two files that are not models."""
+    from motion_adapters.formats import ours
+    from motion_adapters.io import read_safetensors, save_safetensors_atomic
+    from motion_adapters.loading import load_adapter
+    from motion_adapters.registry import model_path
+    from training.toy_data import write_toy_dataset
+
+    g = torch.Generator().manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    mm = load_adapter(model_path("shapes-motion"), expect="motion_module")
+    for k, v in mm.state_dict.items():
+        if ".proj_out." in k:
+            mm.state_dict[k] = (torch.randn(v.shape, generator=g) * 0.3).to(v.dtype)
+    ours.save_motion_module(mm, root / "strong-motion.safetensors")
+    lora = load_adapter(model_path("shapes-zoom-lora"), expect="lora")
+    for k, v in lora.state_dict.items():
+        if ".lora_B." in k:
+            lora.state_dict[k] = (torch.randn(v.shape, generator=g) * 0.3).to(v.dtype)
+    (root / "loras").mkdir(exist_ok=True)
+    ours.save_lora(lora, root / "loras" / "strong-lora.safetensors")
+    base = root / "bases" / "perturbed-base"
+    shutil.copytree(model_path("shapes-base"), base)
+    unet_file = base / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors, md = read_safetensors(unet_file)
+    tensors = {k: (v.float() + torch.randn(v.shape, generator=g) * 0.05).to(v.dtype) if v.is_floating_point() else v
+               for k, v in tensors.items()}
+    save_safetensors_atomic(tensors, unet_file, md)
+    write_toy_dataset(root / "datasets" / "squares", kinds=("mp4", "gif"), num_frames=10, size=32)
+    (root / "notes.txt").write_text("not a model")
+    (root / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
+    return root
+
+
+def write_clips(folder: Path, n: int = 2) -> list[Path]:
+    """``n`` short 32-px mp4 clips of a square sliding right."""
+    from training.toy_data import moving_square, write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_video(folder / f"clip{i}.mp4", moving_square(10, 32, 2 + i)) for i in range(n)]
+
+
+def launch_studio(models_dir: Path, output_dir: Path, **cfg):
+    """(demo, url, studio) of a studio serving in a background thread."""
+    from app.config import StudioConfig
+    from app.server import launch
+
+    config = StudioConfig(models_dirs=[models_dir], output_dir=output_dir, device="cpu", **cfg)
+    return launch(config, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+
+
+def recipe_of(result) -> dict:
+    """The recipe (JSON text) from a ``/generate`` result tuple."""
+    return json.loads(result[2])
+
+
+def status_builds(text: str) -> int:
+    import re
+
+    m = re.search(r"builds:\s*(\d+)", text)
+    assert m, text
+    return int(m.group(1))

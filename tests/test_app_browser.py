@@ -1,0 +1,95 @@
+"""The studio in a real browser (Debian's chromium through Playwright, headless, localhost only): pick the
+embedded base and motion module, type a prompt, Generate, and a playable video appears; switch the motion module
+and generate again: the pipeline is not rebuilt. Saves a screenshot (also to $APP_SCREENSHOT when set)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from app_support import launch_studio, status_builds
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-default-apps", "--mute-audio"]
+PLAYABLE = """(previous) => {
+    const v = document.querySelector('#gen-video video');
+    return !!v && v.readyState >= 2 && v.duration > 0 && v.currentSrc !== previous && !!v.currentSrc;
+}"""
+PROMPT = "a red circle moving right"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (/usr/bin/chromium)")
+
+
+@pytest.fixture(scope="module")
+def server(shapes_env, tmp_path_factory):
+    demo, url, studio = launch_studio(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("out"))
+    yield url, studio
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1050})
+        page.set_default_timeout(300_000)
+        yield page
+        browser.close()
+
+
+def pick(page, elem_id: str, value: str) -> None:
+    """Choose ``value`` in a gradio dropdown the way a person does: open it, click the option."""
+    page.click(f"#{elem_id} input")
+    page.locator(f'[role="option"][aria-label="{value}"]').first.click()
+    page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value === '{value}'")
+
+
+def generate_and_wait(page, previous: str) -> str:
+    page.click("#gen-button")
+    page.wait_for_function(PLAYABLE, arg=previous)
+    return page.eval_on_selector("#gen-video video", "v => v.currentSrc")
+
+
+def status_text(page) -> str:
+    return page.inner_text("#studio-status")
+
+
+def test_generate_in_the_browser_then_swap_without_rebuild(server, page, tmp_path):
+    url, studio = server
+    page.goto(url)
+    page.wait_for_selector("#gen-button")
+    pick(page, "gen-base", "shapes-base")
+    pick(page, "gen-motion", "shapes-motion")
+    page.fill("#gen-prompt textarea", PROMPT)
+    page.fill("#gen-steps input", "6")
+    first = generate_and_wait(page, "")
+    assert status_builds(status_text(page)) == 1
+    duration = page.eval_on_selector("#gen-video video", "v => v.duration")
+    assert duration > 0.5  # 8 frames at 8 fps
+
+    pick(page, "gen-motion", "none")  # hot-swap on change
+    page.wait_for_function("() => document.querySelector('#studio-status').innerText.includes('motion: none')")
+    second = generate_and_wait(page, first)
+    assert second != first
+    pick(page, "gen-motion", "shapes-motion")
+    third = generate_and_wait(page, second)
+    text = status_text(page)
+    assert status_builds(text) == 1, text  # three clips, two swaps, one pipeline build
+    assert "generations: 3" in text and "motion: shapes-motion" in text
+    assert studio.builds == 1
+    assert third.endswith(".mp4")
+    assert '"seed"' in page.inner_text("#gen-recipe")
+
+    shot = tmp_path / "studio.png"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("APP_SCREENSHOT"):
+        Path(os.environ["APP_SCREENSHOT"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, os.environ["APP_SCREENSHOT"])
