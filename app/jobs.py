@@ -84,6 +84,7 @@ class TrainingJob:
     cancelled: bool = False
     _losses: list[tuple[int, float]] = field(default_factory=list)
     _log_offset: int = 0
+    _read_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def log_path(self) -> Path:
@@ -100,19 +101,23 @@ class TrainingJob:
     def losses(self) -> list[tuple[int, float]]:
         """(step, loss) pairs read so far from the trainer's ``log.jsonl`` (read incrementally)."""
         path = self.out_dir / "log.jsonl"
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(self._log_offset)
-                data = f.read()
-            end = data.rfind(b"\n") + 1  # a line being written is read next time
-            for line in data[:end].decode(errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                    self._losses.append((int(rec["step"]), float(rec["loss"])))
-                except (ValueError, KeyError, TypeError):
-                    continue
-            self._log_offset += end
-        return list(self._losses)
+        with self._read_lock:  # several pages may follow the same job
+            if path.exists():
+                self._read_new_lines(path)
+            return list(self._losses)
+
+    def _read_new_lines(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            f.seek(self._log_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line being written is read next time
+        for line in data[:end].decode(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+                self._losses.append((int(rec["step"]), float(rec["loss"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        self._log_offset += end
 
     def samples(self) -> list[Path]:
         """Validation clips written so far, oldest first."""

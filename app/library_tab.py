@@ -49,7 +49,7 @@ def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
     @page_errors
     def inspect(name):
         rep = inspect_entry(studio.library, name)
-        return report_text(rep), json.dumps(rep, indent=1, default=str)
+        return f"$ motion-adapters inspect {rep['path']}\n{report_text(rep)}", json.dumps(rep, indent=1, default=str)
 
     @page_errors
     def inspect_uploaded(file):
@@ -57,7 +57,7 @@ def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
         if not paths:
             raise gr.Error("Upload: expected a model file, found none")
         rep = inspect_upload(paths[0], studio.cfg.max_upload_bytes)
-        return report_text(rep), json.dumps(rep, indent=1, default=str)
+        return f"$ motion-adapters inspect {rep['path']}\n{report_text(rep)}", json.dumps(rep, indent=1, default=str)
 
     @page_errors
     def convert(name, to, out_name):

@@ -200,7 +200,7 @@ class TrainRequest:
             raise BadRequest(f"Resolution: expected a multiple of 8, found {resolution}")
         return TrainRequest(
             preset=self.preset, base=self.base, motion=self.motion,
-            name=as_name("Name", self.name, ""), clips=clips, captions="\n".join(captions), dataset=self.dataset,
+            name=as_name("Name", self.name, "") if (self.name or "").strip() else "", clips=clips, captions="\n".join(captions), dataset=self.dataset,
             steps=as_int("Steps", self.steps, 1, C.MAX_TRAIN_STEPS), lr=as_float("Learning rate", self.lr, 1e-8, 1.0),
             rank=as_int("Rank", self.rank, 1, C.MAX_RANK), frames=as_int("Frames", self.frames, 1, C.MAX_FRAMES),
             stride=as_int("Stride", self.stride, 1, 64), resolution=resolution,

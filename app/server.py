@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from .config import StudioConfig
 from .studio import Studio
@@ -37,7 +38,7 @@ def build_demo(studio: Studio):
         with gr.Tab("Generate", id="generate"):
             gen = build_generate_tab(studio, drops)
         with gr.Tab("Train", id="train"):
-            build_train_tab(studio, drops)
+            follow_training, training_outputs = build_train_tab(studio, drops)
         with gr.Tab("Library", id="library"):
             build_library_tab(studio, drops)
 
@@ -54,7 +55,18 @@ def build_demo(studio: Studio):
         # a page opened later sees the current lists (training or conversions may have added models)
         demo.load(lambda: (status_markdown(studio.status()), *drops.updates(drops.components)),
                   outputs=[gen.status, *drops.components], api_visibility="private", concurrency_limit=None)
+        demo.load(follow_training, outputs=training_outputs, api_visibility="private", concurrency_limit=None,
+                  show_progress="hidden")
     return demo
+
+
+def blocked_paths(cfg: StudioConfig) -> list[str]:
+    """The models directories: never served as files (defence in depth: no event returns a path there), unless
+    one of them holds the output folder or gradio's upload folder."""
+    from gradio.utils import get_upload_folder
+
+    keep = [cfg.output_dir, Path(get_upload_folder()).resolve()]
+    return [str(d) for d in cfg.models_dirs if not any(d == k or d in k.parents for k in keep)]
 
 
 def launch(cfg: StudioConfig, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
@@ -67,7 +79,8 @@ def launch(cfg: StudioConfig, host: str = "127.0.0.1", port: int = 7860, share: 
     demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
     _, url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
-        max_file_size=cfg.max_upload_bytes, allowed_paths=[str(cfg.output_dir)], show_error=True, quiet=quiet,
+        max_file_size=cfg.max_upload_bytes, allowed_paths=[str(cfg.output_dir)], blocked_paths=blocked_paths(cfg),
+        show_error=True, quiet=quiet,
         footer_links=["api"], run_history=False, enable_monitoring=False, ssr_mode=False, mcp_server=False,
         pwa=False, inbrowser=False)
     if share_url:

@@ -54,6 +54,7 @@ class Studio:
         self._retired_builds = 0             # builds of generators replaced by a base of another architecture
         self._lock = threading.RLock()       # the generator's state (swaps and generation)
         self.generations = 0
+        self._parked = False                 # pipeline moved to the CPU while training uses the GPU
         from .training import on_training_exit
 
         self.runner = TrainingRunner(self.gate, on_exit=lambda job: on_training_exit(self, job))
@@ -90,8 +91,8 @@ class Studio:
         """Hot-swap to these models now (the dropdowns' change events). Before the first generation, or while
         training holds the device, the choice is only checked and applied at the next generation."""
         b, m, ls = self._entries(base, motion, loras if loras is not None else list(self.loaded["loras"].items()))
-        if self.gen is None:
-            return ["the models load at the first generation"]
+        if self.gen is None:  # checked; loaded by the first generation
+            return []
         if self.gate.owner == TRAINING:
             return ["a training job holds the device: the swap happens at the next generation"]
         with self.gate.hold(LOADING), self._lock:
@@ -210,18 +211,21 @@ class Studio:
     def park(self) -> None:
         """Free the GPU for a training job: move the pipeline to the CPU (no rebuild; no-op on CPU)."""
         gen = self.gen
-        if gen is not None and str(gen.device).startswith("cuda") and not gen.low_vram:
+        if gen is not None and str(gen.device).startswith("cuda") and not gen.low_vram and not self._parked:
             with self._lock:
                 gen.pipe.to("cpu")
+                self._parked = True
                 import torch
 
                 torch.cuda.empty_cache()
 
     def unpark(self) -> None:
+        """Move a parked pipeline back to its device."""
         gen = self.gen
-        if gen is not None and str(gen.device).startswith("cuda") and not gen.low_vram:
+        if gen is not None and self._parked:
             with self._lock:
                 gen.pipe.to(gen.device)
+                self._parked = False
 
 
 def _norm(v):

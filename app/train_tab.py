@@ -22,7 +22,9 @@ POLL_S = 1.0
 HEARTBEAT_S = 5.0
 
 
-def build_train_tab(studio: Studio, drops: Dropdowns) -> None:
+def build_train_tab(studio: Studio, drops: Dropdowns) -> tuple:
+    """Builds the tab; returns ``(progress function, its outputs)`` so that a page opened (or reloaded) while a job
+    runs follows it too."""
     base0, motion0 = default_models(studio.library)
     registered = _registered(studio, base0)
     d = train_defaults("motion_lora", registered)
@@ -124,6 +126,7 @@ def build_train_tab(studio: Studio, drops: Dropdowns) -> None:
     start.click(train_start, inputs=inputs, outputs=progress, api_name="train_start", concurrency_id=DEVICE).success(
         train_progress, outputs=outputs, api_name="train_progress", concurrency_limit=None)
     cancel.click(train_cancel, outputs=progress, api_name="train_cancel", concurrency_limit=None)
+    return train_progress, outputs
 
 
 def _registered(studio: Studio, base: str | None) -> str | None:

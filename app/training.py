@@ -78,6 +78,7 @@ def start_training(studio, request: TrainRequest) -> TrainingJob:
         return studio.runner.start(job, before_start=studio.park)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
+        studio.unpark()
         raise
 
 
