@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import signal
 
 from motion_adapters.errors import MotionAdapterError
 
@@ -27,7 +28,18 @@ def cmd_app(args) -> int:
     print(f"models: {', '.join(map(str, cfg.models_dirs))} (+ embedded); outputs: {cfg.output_dir}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: anyone who can reach this machine can use the studio")
-    launch(cfg, host=args.host, port=args.port, share=args.share, block=True)
+    demo, url, studio = launch(cfg, host=args.host, port=args.port, share=args.share, block=False, quiet=True)
+    print(f"studio running at {url}" + ("" if args.share else " (this machine only; --share for a public link)")
+          + " — Ctrl+C stops it", flush=True)
+    def stop(_signum, _frame):  # a service manager's SIGTERM: the same clean stop as Ctrl+C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        demo.block_thread()
+    finally:
+        studio.runner.cancel()  # a training child runs in its own process group: do not leave it behind
+        demo.close()
     return 0
 
 
@@ -42,8 +54,8 @@ def add_app_parser(subparsers) -> None:
         "device at a time; requests wait in a bounded queue. Needs: pip install \"motion-adapters[app]\".")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--models-dir", action="append", metavar="DIR",
-                   help="where models are found (repeatable; default ./models, created if missing)")
+    p.add_argument("--models-dir", action="extend", nargs="+", metavar="DIR",
+                   help="where models are found (one or more; repeatable; default ./models, created if missing)")
     p.add_argument("--output-dir", metavar="DIR", help="where clips are written (default: a new temporary folder)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--queue-size", type=int, default=16, help="requests that may wait; more are refused (default 16)")
