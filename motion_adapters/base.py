@@ -100,6 +100,12 @@ def configs_from_folder(folder: str | Path) -> dict[str, dict]:
     return cfgs
 
 
+def unet_family(unet_config: dict) -> str:
+    """``sdxl`` for an SDXL UNet (added time/text embeddings), else ``sd15`` (SD1.5 and SD1.5-layout models of
+    any depth, such as the 3-level shapes world)."""
+    return "sdxl" if unet_config.get("addition_embed_type") == "text_time" else "sd15"
+
+
 def read_base(src: str | Path, configs: dict[str, dict] | None = None,
               tokenizer_dir: str | Path | None = None) -> BaseWeights:
     """Read a community checkpoint: a diffusers SD folder or a single-file LDM ``.safetensors``/``.ckpt``.
@@ -117,7 +123,7 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None,
         return BaseWeights(
             source=str(path),
             source_format="diffusers-folder",
-            family="sd15" if len(cfgs.get("unet", {}).get("block_out_channels", [0] * 4)) == 4 else "sdxl",
+            family=unet_family(cfgs.get("unet", {})),
             unet=unet,
             vae=_read_component(path, "vae"),
             text_encoder=_read_component(path, "text_encoder"),

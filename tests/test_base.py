@@ -72,3 +72,12 @@ def test_not_a_checkpoint(tiny, tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(AdapterFormatError, match="model_index.json"):
         read_base(tmp_path / "empty_dir")
+
+
+def test_family_does_not_depend_on_depth():
+    """A 3-level SD1.5-layout UNet (the shapes world) is sd15; only added time/text embeddings mean SDXL."""
+    from motion_adapters.base import unet_family
+
+    assert unet_family({"block_out_channels": [32, 64, 64], "cross_attention_dim": 64}) == "sd15"
+    assert unet_family(skeleton_config("unet")) == "sd15"
+    assert unet_family({"block_out_channels": [320, 640, 1280], "addition_embed_type": "text_time"}) == "sdxl"
