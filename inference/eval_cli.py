@@ -17,7 +17,8 @@ from .metrics import METRICS, evaluate_frames, summarize
 
 CLIP_SUFFIXES = (".gif", ".mp4", ".webm", ".webp", ".mov", ".mkv", ".avi", ".m4v")
 TABLE_COLUMNS = [("temporal_flickering", "flicker score ↑"), ("flicker_mae", "flicker MAE ↓"),
-                 ("motion_magnitude", "motion"), ("dynamic_degree", "dynamic degree"),
+                 ("motion_magnitude", "motion"), ("coherent_motion", "coherent motion"),
+                 ("flow_consistency", "flow consistency ↑"), ("dynamic_degree", "dynamic degree"),
                  ("frame_ssim", "frame SSIM ↑"), ("clip_score", "CLIP score ↑"),
                  ("clip_frame_consistency", "CLIP frame cons. ↑")]
 EXAMPLES = """examples:

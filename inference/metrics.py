@@ -10,6 +10,13 @@ All metrics take uint8 (F, H, W, 3) frames.
 * ``motion_magnitude`` — mean ‖flow‖ of OpenCV Farnebäck flow (RAFT is not available offline) between frames
   ``step`` apart (VBench's ``round(fps/8)``), computed with the short side resized to 64–256 px and expressed in
   **pixels per step at a 256 px short side**, so clips of different sizes compare.
+* ``coherent_motion`` — the same mean ‖flow‖ (same units) counting only pixels whose flow passes the
+  forward–backward consistency check (Sundaram et al. 2010; :func:`training.flow.consistent_flow`), and
+  ``flow_consistency`` — the share of moving pixels (‖flow‖ > 1 px at flow resolution) that pass it. Plain
+  ``motion_magnitude`` rewards any change: independent frames (an image model without a motion module) or
+  flicker score *higher* than smooth motion, because every pixel "moves". The consistency check keeps only
+  motion that maps frame t onto frame t+1 and back, so a clip with a working motion module ranks above the
+  same prompt without it (measured on the shapes world: see the README).
 * ``dynamic`` / ``dynamic_pairs`` — VBench's dynamic degree rule with Farnebäck in place of RAFT: per pair,
   the mean of the top 5 % flow magnitudes (same 256 px units); a pair moves when it exceeds
   ``DYNAMIC_THRESHOLD`` = 6.0 (VBench's ``6.0·min(H, W)/256``); a clip is dynamic when at least
@@ -26,7 +33,7 @@ import math
 
 import numpy as np
 
-from training.flow import farneback, resize_short, to_gray
+from training.flow import consistent_flow, resize_short, to_gray
 
 FLOW_MIN_SIDE = 64
 FLOW_MAX_SIDE = 256
@@ -38,6 +45,8 @@ METRICS: dict[str, tuple[int, str]] = {
     "temporal_flickering": (1, "VBench (255 - mean consecutive-frame MAE) / 255"),
     "flicker_mae": (-1, "mean absolute difference of consecutive frames, 0-255"),
     "motion_magnitude": (0, "Farneback mean flow, px per step at 256 px short side"),
+    "coherent_motion": (0, "mean flow passing the forward-backward check, same units"),
+    "flow_consistency": (1, "share of moving pixels whose flow passes the forward-backward check"),
     "dynamic_pairs": (0, "share of frame pairs whose top-5% flow exceeds 6.0"),
     "dynamic": (0, "VBench dynamic-degree rule (run: share of dynamic clips)"),
     "frame_ssim": (1, "mean SSIM of consecutive frames"),
@@ -69,24 +78,32 @@ def flow_side(short_side: int) -> int:
 
 
 def motion(frames: np.ndarray, fps: float = 8.0) -> dict[str, float]:
-    """Farnebäck motion magnitude, share of moving pairs and the VBench dynamic flag."""
+    """Farnebäck motion magnitude (all flow, and forward–backward consistent flow), share of moving pairs and
+    the VBench dynamic flag."""
     f = check_frames(frames)
     step = max(1, round(fps / 8.0))
     idx = list(range(0, len(f), step))
     if len(idx) < 2:
-        return dict(motion_magnitude=math.nan, dynamic_pairs=math.nan, dynamic=math.nan)
+        return dict(motion_magnitude=math.nan, coherent_motion=math.nan, flow_consistency=math.nan,
+                    dynamic_pairs=math.nan, dynamic=math.nan)
     side = flow_side(min(f.shape[1:3]))
     unit = 256.0 / side
     gray = [resize_short(to_gray(f[i]), side) for i in idx]
-    means, tops = [], []
+    means, tops, coherent, consistent = [], [], [], []
     for a, b in zip(gray[:-1], gray[1:], strict=True):
-        mag = np.linalg.norm(farneback(a, b), axis=-1).ravel() * unit
+        flow, ok = consistent_flow(a, b)
+        mag, ok = np.linalg.norm(flow, axis=-1).ravel() * unit, ok.ravel()
         k = max(1, int(len(mag) * TOP_FRACTION))
         means.append(float(mag.mean()))
+        coherent.append(float((mag * ok).mean()))
+        moved = mag > unit
+        if moved.any():
+            consistent.append(float(ok[moved].mean()))
         tops.append(float(np.partition(mag, -k)[-k:].mean()))
     moving = sum(t > DYNAMIC_THRESHOLD for t in tops)
     need = round(4 * len(idx) / 16.0)
-    return dict(motion_magnitude=float(np.mean(means)), dynamic_pairs=moving / len(tops),
+    return dict(motion_magnitude=float(np.mean(means)), coherent_motion=float(np.mean(coherent)),
+                flow_consistency=float(np.mean(consistent)) if consistent else 1.0, dynamic_pairs=moving / len(tops),
                 dynamic=float(moving >= max(1, need)))
 
 

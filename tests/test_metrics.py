@@ -37,6 +37,20 @@ def test_flicker_motion_consistency_on_arrays():
     assert consistency(flick)["frame_ssim"] < 0.99 and consistency(moving)["frame_ssim"] < 0.99
 
 
+def test_consistent_flow_separates_smooth_motion_from_independent_frames():
+    """Independent frames (what an image model makes without a motion module) score HIGHER plain motion
+    magnitude than smooth motion, but lower coherent motion and flow consistency."""
+    smooth, jumpy = [], []
+    for seed in range(6):
+        smooth.append(motion(toy(("right", "left", "up")[seed % 3], n=8, size=32, seed=seed)))
+        frames = np.stack([toy("static", n=1, size=32, seed=100 * seed + i)[0] for i in range(8)])
+        jumpy.append(motion(frames))
+    mean = lambda rows, k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+    assert mean(jumpy, "motion_magnitude") > mean(smooth, "motion_magnitude")
+    assert mean(smooth, "coherent_motion") > mean(jumpy, "coherent_motion")
+    assert mean(smooth, "flow_consistency") > mean(jumpy, "flow_consistency") + 0.2
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("runs")

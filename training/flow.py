@@ -50,6 +50,20 @@ def farneback(prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     return _cv2().calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)
 
 
+def consistent_flow(prev: np.ndarray, nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Forward flow (H, W, 2) and the mask of pixels where it passes the forward–backward check
+    (Sundaram et al. 2010): ``|w_f + w_b(x + w_f)|² < 0.01 (|w_f|² + |w_b(x + w_f)|²) + 0.5``. Smooth motion
+    passes it; flicker and independent frames give large flows that do not invert."""
+    cv2 = _cv2()
+    fwd, bwd = farneback(prev, nxt), farneback(nxt, prev)
+    h, w = prev.shape[:2]
+    xx, yy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    back = cv2.remap(bwd, xx + fwd[..., 0], yy + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    err = ((fwd + back) ** 2).sum(-1)
+    ok = err < 0.01 * ((fwd ** 2).sum(-1) + (back ** 2).sum(-1)) + 0.5
+    return fwd, ok
+
+
 def flow_magnitudes(gray: Sequence[np.ndarray]) -> list[np.ndarray]:
     """‖flow‖ (H, W) for each consecutive pair of gray frames."""
     return [np.linalg.norm(farneback(a, b), axis=-1) for a, b in zip(gray[:-1], gray[1:], strict=True)]
