@@ -172,8 +172,9 @@ class VideoGenerator:
             except Exception:  # not installed or not supported by this build: keep SDPA
                 pass
         if self.low_vram:
-            self.pipe.enable_vae_slicing()
-            self.pipe.enable_vae_tiling()
+            # on the VAE itself: diffusers 0.42 pipelines no longer forward enable_vae_slicing/tiling
+            self.pipe.vae.enable_slicing()
+            self.pipe.vae.enable_tiling()
             if cuda:
                 self.pipe.enable_model_cpu_offload(device=self.device)
             else:

@@ -233,3 +233,13 @@ def test_parse_lora():
     assert parse_lora("zoom.ckpt") == ("zoom.ckpt", 1.0)
     assert parse_lora("C:\\models\\zoom.ckpt") == ("C:\\models\\zoom.ckpt", 1.0)
     assert parse_lora("C:\\models\\zoom.ckpt:-0.5") == ("C:\\models\\zoom.ckpt", -0.5)
+
+
+def test_low_vram_generates_the_same_frames(tiny, gen):
+    """``low_vram`` (VAE slicing + tiling, 2 frames decoded at a time; CUDA adds model offload) changes memory,
+    not the clip. Regression: it called ``pipe.enable_vae_slicing``, which diffusers 0.42 pipelines lack."""
+    low = VideoGenerator(base=tiny.base_a, motion=tiny.mm_a_dir, device="cpu", low_vram=True)
+    assert low.pipe.vae.use_slicing and low.pipe.vae.use_tiling
+    a = gen.generate(PROMPT, num_frames=4, **FAST).frames
+    b = low.generate(PROMPT, num_frames=4, **FAST).frames
+    np.testing.assert_allclose(a, b, atol=1e-5)
