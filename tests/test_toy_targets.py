@@ -2,7 +2,7 @@
 arm, held-out prompts), and ``eval`` ranking the motion module above per-frame generation (issue 7).
 
 Thresholds are set a little below the full-size measurements (README table) so that they hold at 8 clips; the
-navy checkpoint's known failure is a strict xfail (it must start failing loudly once fixed).
+navy checkpoint's known failure (no motion) is a strict xfail (it must start failing loudly once fixed).
 
 These load ``motion_adapters/assets/toy/`` (no build, no download), so a regression anywhere on the path
 registry → loading → hot-swap → LoRA → sampling → evaluator breaks CI. The full-size numbers (64 clips per
@@ -52,8 +52,8 @@ def test_without_the_module_frames_do_not_move_coherently(result):
 
 
 @pytest.mark.parametrize("arm", [
-    pytest.param("navy+motion", marks=pytest.mark.xfail(strict=True, reason="the navy finetune loses colours and "
-                                                        "motion (README: known failure)")),
+    pytest.param("navy+motion", marks=pytest.mark.xfail(strict=True, reason="the motion module does not move "
+                                                        "navy content (README: known failure)")),
     "paper+motion"])
 def test_personalised_checkpoints_keep_their_look_and_the_motion(result, arm):
     assert rate(result, arm, "look") >= 7 / N
