@@ -14,7 +14,7 @@ ratios against fp32 AdamW without checkpointing. Writes ``bench/results/train_me
 
 On a GPU (``--device cuda``) the peak is ``torch.cuda.max_memory_allocated`` after the build, the half dtype is
 bf16 (fp16 where the GPU has no bf16) and ``--unet sd15`` builds the full SD1.5 UNet + v3 motion-module layout
-(1.3 B params, 453 M trainable), i.e. AnimateDiff's own training setting at ``--frames 16 --size 256``.
+(1.28 B params, 417 M trainable), i.e. AnimateDiff's own training setting at ``--frames 16 --size 256``.
 Writes ``bench/results/train_memory_cuda.json`` there.
 """
 
