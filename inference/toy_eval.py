@@ -7,7 +7,7 @@ given for 32 px frames; distances in px scale with the width.
   percentile of the border pixels' RGB distance to it (paper texture ~6–10, plain looks 0; an object
   touching the border stays below the 80th percentile).
 * **Object mask**: RGB distance to the background above ``max(MASK_MIN, NOISE_K·noise, MASK_RATIO·peak)``,
-  ``peak`` = median over frames of the per-frame 99th-percentile distance. The faint motion cue (≤ 28 %
+  ``peak`` = median over frames of the per-frame 99th-percentile distance. The faint motion cue (≤ 36 %
   opaque) and the hq shadow stay below the threshold. Centroid and area per frame come from the mask.
 * Colour, motion and look stay 100 % right on ground-truth clips after a 2× 3×3 blur plus σ = 8 noise (shape
   drops to ~63 %, hq-vs-flat to ~93 %).

@@ -117,7 +117,7 @@ def test_motion_cue_is_a_faint_trail_behind_the_object():
     ys, xs = np.nonzero(diff > 0)
     assert xs.min() > np.nonzero(obj)[1].max() - 1    # trail only on the right (behind a leftward motion)
     full = np.linalg.norm(np.array(COLOURS["red"]) - np.array(LOOKS["light"]))
-    assert 0.2 * full < diff.max() < 0.3 * full       # faint: at most 28 % of the object's contrast
+    assert 0.3 * full < diff.max() < 0.4 * full       # faint: at most 36 % of the object's contrast
     zoom = Spec("circle", "blue", "zoom in")
     halo = np.linalg.norm(render_image(zoom, 5).astype(float) - render_image(zoom, 5, cue=False), axis=-1) > 0
     assert halo.sum() > 20                             # zoom cue: a halo around the object

@@ -2,7 +2,8 @@
 arm, held-out prompts), and ``eval`` ranking the motion module above per-frame generation (issue 7).
 
 Thresholds are set a little below the full-size measurements (README table) so that they hold at 8 clips; the
-navy checkpoint's known failure (no motion) is a strict xfail (it must start failing loudly once fixed).
+navy checkpoint's known failure (no motion) and the zoom MotionLoRA's (34 % at weight 1 on the current build)
+are strict xfails (they must start failing loudly once fixed).
 
 These load ``motion_adapters/assets/toy/`` (no build, no download), so a regression anywhere on the path
 registry → loading → hot-swap → LoRA → sampling → evaluator breaks CI. The full-size numbers (64 clips per
@@ -42,7 +43,7 @@ def zoom(result, arm):
 
 
 def test_motion_module_moves_objects_as_prompted(result):
-    assert rate(result, "base+motion", "direction") >= 5 / N
+    assert rate(result, "base+motion", "direction") >= 7 / N
     assert rate(result, "base+motion", "colour") >= 7 / N
 
 
@@ -57,18 +58,22 @@ def test_without_the_module_frames_do_not_move_coherently(result):
     "paper+motion"])
 def test_personalised_checkpoints_keep_their_look_and_the_motion(result, arm):
     assert rate(result, arm, "look") >= 7 / N
-    assert rate(result, arm, "direction") >= 5 / N
+    assert rate(result, arm, "direction") >= 6 / N
 
 
-def test_motion_lora_adds_zoom_only_at_weight_one(result):
+@pytest.mark.xfail(strict=True, reason="zoom LoRA: 34 % zoom at weight 1 on the current build (README: known gap)")
+def test_motion_lora_adds_zoom_at_weight_one(result):
     assert zoom(result, "zoom-lora@1") >= 5 / N
+
+
+def test_motion_lora_adds_no_zoom_at_weight_zero(result):
     assert zoom(result, "zoom-lora@0") <= 1 / N
 
 
 def test_spatial_finetune_raises_quality_and_keeps_direction(result):
     hq, base = result["arms"]["hq+motion"], result["arms"]["base+motion"]
     assert hq["quality"] > base["quality"]
-    assert hq["direction"]["acc"] >= base["direction"]["acc"] - 2 / N
+    assert hq["direction"]["acc"] >= base["direction"]["acc"] - 1 / N
 
 
 def test_eval_ranks_the_motion_module_above_per_frame_generation(shipped):

@@ -221,3 +221,26 @@ def test_latent_cache_reuses_encodings(tiny, toy, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     json.dumps(tr.dataset.summary())
     np.testing.assert_equal(True, True)
+
+
+def test_lr_schedules_warm_up_then_hold_or_decay():
+    from training.config import OptimConfig
+    from training.optim import build_lr_scheduler
+
+    def lrs(schedule: str, processes: int = 1) -> list[float]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = build_lr_scheduler(opt, OptimConfig(lr=1.0, warmup_steps=2, lr_schedule=schedule), 10, processes)
+        out = []
+        for _ in range(10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            for _ in range(processes):   # accelerate steps a prepared scheduler once per process
+                sched.step()
+        return out
+
+    const = lrs("constant")
+    assert const[:3] == [0.0, 0.5, 1.0] and const[-1] == 1.0
+    cos = lrs("cosine")
+    assert cos[:3] == [0.0, 0.5, 1.0]
+    assert all(a > b for a, b in zip(cos[2:], cos[3:], strict=False)) and cos[-1] < 0.05
+    assert lrs("cosine", processes=2) == cos

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL
 from .checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
 from .config import TrainConfig
 from .data import StreamSampler, VideoDataset, collate
-from .optim import build_optimizer, constant_with_warmup
+from .optim import build_lr_scheduler, build_optimizer
 from .trainer import make_accelerator
 
 SCALE_BATCHES = 4
@@ -60,7 +60,7 @@ class AutoencoderTrainer:
         self.dataset = VideoDataset(cfg.data, cfg.run.seed)
         optimizer = build_optimizer([{"params": list(self.vae.parameters()), "lr": cfg.optim.lr, "name": "vae"}],
                                     cfg.optim, cfg.optim.optimizer == "adamw8bit")
-        lr_sched = constant_with_warmup(optimizer, cfg.optim.warmup_steps)
+        lr_sched = build_lr_scheduler(optimizer, cfg.optim, cfg.run.max_steps, acc.num_processes)
         total = cfg.run.max_steps * cfg.run.grad_accum * cfg.run.batch_size * acc.num_processes
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.run.batch_size, sampler=StreamSampler(total),
                                              collate_fn=collate, num_workers=cfg.data.num_workers)

@@ -109,6 +109,7 @@ class OptimConfig:
     eps: float = 1e-8
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 at run.max_steps
     lr_text_encoder: float | None = None  # t2i with model.train_text_encoder (default: lr)
     ema_decay: float = 0.0  # > 0: keep an EMA of the trained weights and export it (t2i, spatial_full, vae)
 

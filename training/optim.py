@@ -1,4 +1,4 @@
-"""Optimizers (torch AdamW or bitsandbytes AdamW8bit) and the constant-with-warmup LR schedule."""
+"""Optimizers (torch AdamW or bitsandbytes AdamW8bit) and the LR schedule (constant or cosine, with warmup)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,17 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, use_8bit: bool) -> tor
     return torch.optim.AdamW(groups, **kw)
 
 
-def constant_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """AnimateDiff uses a constant LR; an optional linear warmup over ``warmup_steps``."""
-    def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int,
+                       num_processes: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """diffusers' schedule ``cfg.lr_schedule`` with ``cfg.warmup_steps`` of linear warmup: ``constant`` (what
+    AnimateDiff uses) or ``cosine`` (decays to 0 at ``max_steps``; small models converge further with it).
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    accelerate steps a prepared scheduler once per process per optimizer step, hence ``num_processes``."""
+    from diffusers.optimization import get_scheduler
+
+    name = "constant_with_warmup" if cfg.lr_schedule == "constant" else "cosine"
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps * num_processes,
+                         num_training_steps=max_steps * num_processes)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

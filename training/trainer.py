@@ -24,7 +24,7 @@ from .config import ConfigError, TrainConfig
 from .data import FailureCounter, LatentCache, StreamSampler, VideoDataset, collate
 from .losses import appearance_debiased, mse, sample_noise, target_for, temporal_coherence, train_scheduler
 from .model import SPATIAL, TEMPORAL, TrainModels, build_models, save_outputs, set_lora_scale
-from .optim import build_optimizer, constant_with_warmup
+from .optim import build_lr_scheduler, build_optimizer
 from .params import temporal_bypass
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Trainer:
         self.trainable = [p for g in groups for p in g["params"]]
         self.spatial_lora_params = [params[n] for n in self.tm.groups.get(SPATIAL, [])]
         optimizer = build_optimizer(groups, cfg.optim, self.memory["adamw8bit"])
-        lr_sched = constant_with_warmup(optimizer, cfg.optim.warmup_steps)
+        lr_sched = build_lr_scheduler(optimizer, cfg.optim, cfg.run.max_steps, acc.num_processes)
         total = cfg.run.max_steps * cfg.run.grad_accum * cfg.run.batch_size * acc.num_processes
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.run.batch_size, sampler=StreamSampler(total),
                                              collate_fn=collate, num_workers=cfg.data.num_workers)

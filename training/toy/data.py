@@ -11,7 +11,7 @@ shading inside the shape, soft drop shadow). Motions move the object 2–3 px pe
 centroid, ``static`` keeps it still. With ``cue`` every sample captioned with a motion also shows a static
 cue of it in each frame: a faint trail of three fading copies behind the object (opposite to the motion),
 or for ``zoom in`` a faint halo of two larger copies — so a text-to-image base can tie the motion words to
-spatial features. The cue is at most 28 % opaque, so the evaluator's object mask ignores it.
+spatial features. The cue is at most 36 % opaque, so the evaluator's object mask ignores it.
 
 Every sample depends only on ``(seed, index)``, so changing ``n`` never changes the earlier samples.
 """
@@ -33,7 +33,7 @@ SIZE_RANGE = (10.0, 14.0)     # object size (px at 32×32) for every motion but 
 ZOOM_START = (7.0, 9.0)       # zoom in: start size, grown by ZOOM_FACTOR over the clip
 ZOOM_FACTOR = (1.7, 2.0)
 SPEED_RANGE = (2.0, 3.0)      # px per frame
-TRAIL = ((2.0, 0.28), (4.0, 0.18), (6.0, 0.09))   # (offset px behind the object, opacity)
+TRAIL = ((2.0, 0.36), (4.0, 0.22), (6.0, 0.11))   # (offset px behind the object, opacity)
 HALO = ((1.25, 0.22), (1.5, 0.11))                # zoom cue: (scale, opacity)
 SHADOW = (0.8, 0.25)          # hq: (offset px down-right, opacity)
 
