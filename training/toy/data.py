@@ -7,8 +7,8 @@ with 4× downsampling (8×8×4 latents) reached MSE 0.003 in 7.5 min. ``size`` s
 One object per sample (shape × colour from :mod:`training.toy.world`), 10–14 px, on a look (``light``,
 ``navy``, ``paper``) in the flat aliased style or the ``hq`` style (×4 supersampled anti-aliasing, radial
 shading inside the shape, soft drop shadow). Motions move the object 2–3 px per frame (slower only when
-``frames`` is so large that the object would leave the frame), ``zoom in`` doubles its size about its
-centroid, ``static`` keeps it still. With ``cue`` every sample captioned with a motion also shows a static
+``frames`` is so large that the object would leave the frame), ``zoom in`` grows its size 2.1–2.5× about
+its centroid, ``static`` keeps it still. With ``cue`` every sample captioned with a motion also shows a static
 cue of it in each frame: a faint trail of three fading copies behind the object (opposite to the motion),
 or for ``zoom in`` a faint halo of two larger copies — so a text-to-image base can tie the motion words to
 spatial features. The cue is at most 36 % opaque, so the evaluator's object mask ignores it.
@@ -31,7 +31,7 @@ from .world import COLOURS, DIRECTION_VECTORS, LOOKS, MOTIONS, Combo, Spec, capt
 MARGIN = 1.0                  # px kept free between the object's extent and the frame edge
 SIZE_RANGE = (10.0, 14.0)     # object size (px at 32×32) for every motion but zoom
 ZOOM_START = (7.0, 9.0)       # zoom in: start size, grown by ZOOM_FACTOR over the clip
-ZOOM_FACTOR = (1.7, 2.0)
+ZOOM_FACTOR = (2.1, 2.5)      # zoom in: final / start size (1.7–2.0 left the MotionLoRA under-growing)
 SPEED_RANGE = (2.0, 3.0)      # px per frame
 TRAIL = ((2.0, 0.36), (4.0, 0.22), (6.0, 0.11))   # (offset px behind the object, opacity)
 HALO = ((1.25, 0.22), (1.5, 0.11))                # zoom cue: (scale, opacity)
