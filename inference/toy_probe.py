@@ -1,0 +1,106 @@
+"""Word-binding probe: does a text-to-image checkpoint read the direction word of a prompt?
+
+The motion module moves an object the way the base's spatial features say (the static cue the shapes world
+ties to each direction word). This probe measures that link in a checkpoint alone, in one denoising step:
+real images of every direction (with their cue, on the checkpoint's look) are noised to ``t`` and the UNet
+predicts the noise with three captions — the right one, the opposite direction's, and no motion word. The
+rise in noise-prediction MSE with the wrong caption (``opposite``) is how much the UNet uses the direction
+word; ``no_motion`` how much it uses the presence of a motion word at all. Near zero means the word is
+ignored, and then no motion module can read a direction from that checkpoint.
+
+    python -m inference.toy_probe --json bench/results/toy_word_binding.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.toy.data import render_image
+from training.toy.world import COLOURS, SHAPES, Spec, caption
+
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+#: (registered checkpoint, the look it was trained to draw)
+CHECKPOINTS = (("shapes-base", "light"), ("shapes-navy", "navy"), ("shapes-paper", "paper"), ("shapes-hq", "light"))
+
+
+def probe_specs(look: str, n: int = 48) -> list[Spec]:
+    """``n`` images cycling through every shape × colour × direction on ``look``."""
+    combos = [(s, c, d) for s in SHAPES for c in COLOURS for d in OPPOSITE]
+    return [Spec(*combos[i % len(combos)], look) for i in range(n)]
+
+
+@torch.no_grad()
+def word_binding(pipe, look: str = "light", n: int = 48, timesteps: tuple[int, ...] = (200, 400),
+                 seed: int = 0) -> dict[str, dict[int, float]]:
+    """``{"error": {t: mse}, "opposite": {t: Δmse}, "no_motion": {t: Δmse}}`` for the UNet of ``pipe``
+    (a :class:`~inference.pipeline.MotionAdaptersPipeline`; its motion module must be off or all-zero)."""
+    specs = probe_specs(look, n)
+    images = np.stack([render_image(s, 1000 + i) for i, s in enumerate(specs)])
+    dev, dtype = pipe.unet.device, pipe.unet.dtype
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dev, dtype) / 127.5 - 1
+    z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+
+    def embed(prompts: list[str]) -> torch.Tensor:
+        return pipe.encode_prompt(prompts, dev, 1, False)[0]
+
+    captions = {
+        "right": [caption(s, look_in_caption=False) for s in specs],
+        "opposite": [caption(Spec(s.shape, s.colour, OPPOSITE[s.motion], look), look_in_caption=False)
+                     for s in specs],
+        "no_motion": [caption(Spec(s.shape, s.colour, "static", look), look_in_caption=False) for s in specs],
+    }
+    emb = {k: embed(v) for k, v in captions.items()}
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, dict[int, float]] = {"error": {}, "opposite": {}, "no_motion": {}}
+    for t in timesteps:
+        noise = torch.randn(z.shape, generator=gen).to(dev, dtype)
+        zt = pipe.scheduler.add_noise(z, noise, torch.full((len(z),), t, device=dev))
+        err = {k: float(((pipe.unet(zt[:, :, None], t, encoder_hidden_states=e).sample[:, :, 0] - noise) ** 2)
+                        .float().mean()) for k, e in emb.items()}
+        out["error"][t] = err["right"]
+        out["opposite"][t] = err["opposite"] - err["right"]
+        out["no_motion"][t] = err["no_motion"] - err["right"]
+    return out
+
+
+def probe_checkpoints(checkpoints=CHECKPOINTS, n: int = 48, device: str | None = None) -> dict[str, dict]:
+    """:func:`word_binding` of each registered checkpoint on its own look, hot-swapped into one generator."""
+    from .generator import VideoGenerator
+
+    gen = None
+    results = {}
+    for name, look in checkpoints:
+        if gen is None:
+            gen = VideoGenerator(base=name, motion=None, device=device)
+        else:
+            gen.load_base(name)
+        results[name] = {"look": look, **word_binding(gen.pipe, look, n)}
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m inference.toy_probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=48, help="images per checkpoint (default 48)")
+    ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    ap.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    args = ap.parse_args(argv)
+    res = probe_checkpoints(n=args.n, device=args.device)
+    print("| checkpoint | look | ε-MSE t=200 / 400 | opposite word Δ t=200 / 400 | no motion word Δ t=200 / 400 |")
+    print("|---|---|---:|---:|---:|")
+    for name, r in res.items():
+        f = lambda d: " / ".join(f"{v:+.4f}" for v in d.values())  # noqa: E731
+        print(f"| {name} | {r['look']} | {' / '.join(f'{v:.4f}' for v in r['error'].values())} | "
+              f"{f(r['opposite'])} | {f(r['no_motion'])} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
