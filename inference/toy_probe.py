@@ -8,6 +8,13 @@ rise in noise-prediction MSE with the wrong caption (``opposite``) is how much t
 word; ``no_motion`` how much it uses the presence of a motion word at all. Near zero means the word is
 ignored, and then no motion module can read a direction from that checkpoint.
 
+:func:`direction_codes` goes one step further, to what the motion module itself reads: the input of every
+motion module for pairs of images that differ only in the side of the cue (left vs right, up vs down; same
+object, same place). The difference is that layer's *direction code*; :func:`code_alignment` is the cosine
+between a checkpoint's codes on its look and ``shapes-base``'s on light. A module trained on the base reads
+the base's codes, so a checkpoint whose codes point elsewhere gives it nothing to read even when it binds
+the words.
+
     python -m inference.toy_probe --json bench/results/toy_word_binding.json
 """
 
@@ -68,18 +75,57 @@ def word_binding(pipe, look: str = "light", n: int = 48, timesteps: tuple[int, .
     return out
 
 
+@torch.no_grad()
+def direction_codes(pipe, look: str = "light", t: int = 400, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per motion-module position (``down0.0`` …): input features of "moving left" minus "moving right" and
+    of "up" minus "down" images (every shape × colour; each pair shares its seed, so only the cue differs)."""
+    unet = pipe.unet
+    blocks = [(f"down{i}", b) for i, b in enumerate(unet.down_blocks)] + \
+             [(f"up{i}", b) for i, b in enumerate(unet.up_blocks)]
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda _m, args, n=f"{name}.{j}": seen.__setitem__(n, args[0]))
+             for name, blk in blocks for j, m in enumerate(getattr(blk, "motion_modules", None) or [])]
+    dev, dtype = unet.device, unet.dtype
+    codes: dict[str, list[torch.Tensor]] = {}
+    try:
+        for a, b in (("left", "right"), ("up", "down")):
+            specs = [Spec(sh, c, d, look) for sh in SHAPES for c in COLOURS for d in (a, b)]
+            images = np.stack([render_image(sp, 500 + i // 2) for i, sp in enumerate(specs)])
+            x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dev, dtype) / 127.5 - 1
+            z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+            noise = torch.randn(z[::2].shape, generator=torch.Generator().manual_seed(seed)).to(dev, dtype)
+            zt = pipe.scheduler.add_noise(z, noise.repeat_interleave(2, 0), torch.full((len(z),), t, device=dev))
+            emb = pipe.encode_prompt([caption(sp, look_in_caption=False) for sp in specs], dev, 1, False)[0]
+            pipe.unet(zt[:, :, None], t, encoder_hidden_states=emb)
+            for k, v in seen.items():
+                codes.setdefault(k, []).append((v[0::2] - v[1::2]).float().flatten(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: torch.cat(v) for k, v in codes.items()}
+
+
+def code_alignment(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Mean cosine, per motion-module position, between matching direction codes of two checkpoints."""
+    return {k: float(torch.nn.functional.cosine_similarity(ref[k], other[k]).mean()) for k in ref}
+
+
 def probe_checkpoints(checkpoints=CHECKPOINTS, n: int = 48, device: str | None = None) -> dict[str, dict]:
-    """:func:`word_binding` of each registered checkpoint on its own look, hot-swapped into one generator."""
+    """:func:`word_binding` of each registered checkpoint on its own look, and the :func:`code_alignment` of its
+    direction codes with the first checkpoint's (``shapes-base`` on light), hot-swapped into one generator."""
     from .generator import VideoGenerator
 
     gen = None
-    results = {}
+    results, ref = {}, None
     for name, look in checkpoints:
         if gen is None:
             gen = VideoGenerator(base=name, motion=None, device=device)
         else:
             gen.load_base(name)
-        results[name] = {"look": look, **word_binding(gen.pipe, look, n)}
+        codes = direction_codes(gen.pipe, look)
+        ref = codes if ref is None else ref
+        results[name] = {"look": look, **word_binding(gen.pipe, look, n),
+                         "code_alignment": code_alignment(ref, codes)}
     return results
 
 
@@ -96,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         f = lambda d: " / ".join(f"{v:+.4f}" for v in d.values())  # noqa: E731
         print(f"| {name} | {r['look']} | {' / '.join(f'{v:.4f}' for v in r['error'].values())} | "
               f"{f(r['opposite'])} | {f(r['no_motion'])} |")
+    layers = list(next(iter(res.values()))["code_alignment"])
+    print(f"\n| direction-code cosine with shapes-base on light | {' | '.join(layers)} |")
+    print("|---|" + "---:|" * len(layers))
+    for name, r in res.items():
+        print(f"| {name} ({r['look']}) | " + " | ".join(f"{v:+.2f}" for v in r["code_alignment"].values()) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")
