@@ -41,16 +41,21 @@ def probe_specs(look: str, n: int = 48) -> list[Spec]:
     return [Spec(*combos[i % len(combos)], look) for i in range(n)]
 
 
+def _latents(pipe, specs: list[Spec], seeds: list[int]) -> torch.Tensor:
+    """Scaled VAE latents (encoder mean) of the still images of ``specs``."""
+    images = np.stack([render_image(sp, sd) for sp, sd in zip(specs, seeds, strict=True)])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(pipe.unet.device, pipe.unet.dtype) / 127.5 - 1
+    return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+
+
 @torch.no_grad()
 def word_binding(pipe, look: str = "light", n: int = 48, timesteps: tuple[int, ...] = (200, 400),
                  seed: int = 0) -> dict[str, dict[int, float]]:
     """``{"error": {t: mse}, "opposite": {t: Δmse}, "no_motion": {t: Δmse}}`` for the UNet of ``pipe``
     (a :class:`~inference.pipeline.MotionAdaptersPipeline`; its motion module must be off or all-zero)."""
     specs = probe_specs(look, n)
-    images = np.stack([render_image(s, 1000 + i) for i, s in enumerate(specs)])
     dev, dtype = pipe.unet.device, pipe.unet.dtype
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dev, dtype) / 127.5 - 1
-    z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    z = _latents(pipe, specs, [1000 + i for i in range(n)])
 
     def embed(prompts: list[str]) -> torch.Tensor:
         return pipe.encode_prompt(prompts, dev, 1, False)[0]
@@ -90,9 +95,7 @@ def direction_codes(pipe, look: str = "light", t: int = 400, seed: int = 0) -> d
     try:
         for a, b in (("left", "right"), ("up", "down")):
             specs = [Spec(sh, c, d, look) for sh in SHAPES for c in COLOURS for d in (a, b)]
-            images = np.stack([render_image(sp, 500 + i // 2) for i, sp in enumerate(specs)])
-            x = torch.from_numpy(images).permute(0, 3, 1, 2).to(dev, dtype) / 127.5 - 1
-            z = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+            z = _latents(pipe, specs, [500 + i // 2 for i in range(len(specs))])
             noise = torch.randn(z[::2].shape, generator=torch.Generator().manual_seed(seed)).to(dev, dtype)
             zt = pipe.scheduler.add_noise(z, noise.repeat_interleave(2, 0), torch.full((len(z),), t, device=dev))
             emb = pipe.encode_prompt([caption(sp, look_in_caption=False) for sp in specs], dev, 1, False)[0]
