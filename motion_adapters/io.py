@@ -82,7 +82,8 @@ def read_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
                 CONVERT_PICKLE_HINT.format(path=path, stem=path.with_suffix("")),
             ) from e
         raise AdapterFormatError(path, "a torch checkpoint", f"a corrupt pickle ({found})") from e
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as e:
+    # SafetensorError: torch.load hands a file that is no pickle to safetensors before giving up
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError, SafetensorError) as e:
         raise AdapterFormatError(path, "a torch checkpoint", f"an unreadable or truncated file ({e})") from e
     obj = unwrap_state_dict(obj)
     if not isinstance(obj, Mapping):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,10 +53,14 @@ def test_plain_ckpt_with_nested_state_dict_and_non_tensors(tmp_path):
     assert meta == {}
 
 
+_NOISE = np.random.default_rng(0).bytes(4095)
+
+
 @pytest.mark.parametrize(
     "content, found",
-    [(b"", "empty file"), (os.urandom(4096), "unrecognised bytes")],
-    ids=["empty", "random-bytes"],
+    [(b"", "empty file"), (b"\x17" + _NOISE, "unrecognised bytes"),
+     (b"\x80" + _NOISE, "unreadable or truncated file")],   # 0x80 looks like a pickle: torch.load then safetensors
+    ids=["empty", "random-bytes", "random-bytes-after-pickle-opcode"],
 )
 def test_bad_bytes_are_named(tmp_path, content, found):
     path = tmp_path / "broken.safetensors"
