@@ -34,11 +34,12 @@ from motion_adapters.errors import MotionAdapterError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "toy"
 STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "export")
-#: planned minutes on 2 idle CPU cores: each stage's time in the last end-to-end build from scratch (65.0 min,
-#: zoom_lora then 3,000 steps; at 2,000 it took 8.2 min). Seconds per step vary by day on this machine: vae 0.22-0.27,
-#: base 0.18-0.21, navy 0.11-0.14, paper 0.11-0.13, motion 0.21-0.25, zoom_lora 0.25-0.30, hq 0.2-0.32.
-BUDGET_MIN = {"data": 0.3, "vae": 4.8, "base": 17.2, "navy": 3.7, "paper": 1.1, "motion": 20.7,
-              "zoom_lora": 8.2, "hq": 2.1, "export": 0.1}
+#: planned minutes on 2 idle CPU cores: each stage's time in the last end-to-end build from scratch (seventh session,
+#: 60.9 min with zoom_lora at 2,000 steps; at 1,000 steps that stage is half as long, so the build is about 55.5).
+#: Seconds per step vary by day and by the minute on this machine: vae 0.22-0.27, base 0.18-0.21, navy 0.11-0.14,
+#: paper 0.11-0.13, motion 0.21-0.25, zoom_lora 0.25-0.32, hq 0.2-0.32.
+BUDGET_MIN = {"data": 0.3, "vae": 4.8, "base": 16.8, "navy": 3.9, "paper": 1.1, "motion": 21.3,
+              "zoom_lora": 5.4, "hq": 1.9, "export": 0.1}
 MAX_TOTAL_BYTES = 30_000_000
 QUICK_RUN = {"run.max_steps": 1, "run.batch_size": 2, "run.checkpoint_every": 1000, "optim.warmup_steps": 0}
 DONE = "DONE.json"
