@@ -8,13 +8,19 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from inference.schedulers import SCHEDULERS
-
-from . import config as C
-from .models import BASE, LORA, MOTION
-from .requests import GenerateRequest
-from .studio import Studio, has_ffmpeg
-from .ui import DEVICE, Dropdowns, default_models, generation_defaults, page_errors, status_markdown
+from motion_adapters.app import config as C
+from motion_adapters.app.models import BASE, LORA, MOTION
+from motion_adapters.app.requests import GenerateRequest
+from motion_adapters.app.studio import Studio, has_ffmpeg
+from motion_adapters.app.ui import (
+    DEVICE,
+    Dropdowns,
+    default_models,
+    generation_defaults,
+    page_errors,
+    status_markdown,
+)
+from motion_adapters.inference.schedulers import SCHEDULERS
 
 PROMPT_HELP = ("One prompt, or prompt travel with one 'FRAME: prompt' per line (e.g. '0: a red circle' and "
                "'4: a blue circle').")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import motion_adapters
 from motion_adapters.errors import MotionAdapterError
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,6 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def child_env() -> dict[str, str]:
     """The environment of a training child: ours, with this very toolkit first on its import path."""
-    import motion_adapters
 
     root = str(Path(motion_adapters.__file__).resolve().parent.parent)
     env = dict(os.environ)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from motion_adapters.app.models import DATASET, WEIGHT_SUFFIXES, ModelLibrary, sniff_file
+from motion_adapters.app.requests import BadRequest, as_name, check_upload
+from motion_adapters.convert import convert
 from motion_adapters.errors import MotionAdapterError
-
-from .models import DATASET, WEIGHT_SUFFIXES, ModelLibrary, sniff_file
-from .requests import BadRequest, as_name, check_upload
+from motion_adapters.loading import inspect_path
+from motion_adapters.registry import base_config_for
+from motion_adapters.report import format_report
 
 CONVERTED_DIR = "converted"
 UPLOADS_DIR = "uploads"
@@ -22,7 +25,6 @@ TARGETS = {  # kind -> layouts it converts to
 
 def inspect_entry(library: ModelLibrary, name: str) -> dict:
     """The inspect report of a library model (or a dataset's first rows)."""
-    from motion_adapters.loading import inspect_path
 
     entry = library.resolve(None, name)
     if entry.kind == DATASET:
@@ -35,8 +37,6 @@ def inspect_entry(library: ModelLibrary, name: str) -> dict:
 
 
 def inspect_upload(path: str, max_bytes: int) -> dict:
-    from motion_adapters.loading import inspect_path
-
     check_upload(path, WEIGHT_SUFFIXES, max_bytes, "Upload")
     report = inspect_path(path)
     report["path"] = Path(path).name  # not the server's temporary folder
@@ -47,15 +47,12 @@ def report_text(report: dict) -> str:
     if report.get("kind") == "dataset":
         return "\n".join([f"{'path':>16}: {report['path']}", f"{'kind':>16}: {report['rows']}",
                           *(f"{'':>18}{line}" for line in report["first_lines"])])
-    from motion_adapters.cli import format_report
 
     return format_report(report)
 
 
 def convert_entry(library: ModelLibrary, name: str, to: str, out_name: str | None = None) -> str:
     """Convert a library model to ``to`` into ``MODELS_DIR/converted/``; rescans and returns the new name."""
-    from motion_adapters.convert import convert
-    from motion_adapters.registry import base_config_for
 
     entry = library.resolve(None, name)
     targets = TARGETS.get(entry.kind)

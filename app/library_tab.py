@@ -7,10 +7,10 @@ import json
 
 import gradio as gr
 
-from .library import add_upload, convert_entry, inspect_entry, inspect_upload, report_text
-from .models import WEIGHT_SUFFIXES
-from .studio import Studio
-from .ui import Dropdowns, check_uploads, page_errors
+from motion_adapters.app.library import add_upload, convert_entry, inspect_entry, inspect_upload, report_text
+from motion_adapters.app.models import WEIGHT_SUFFIXES
+from motion_adapters.app.studio import Studio
+from motion_adapters.app.ui import Dropdowns, check_uploads, page_errors
 
 
 def library_table(studio: Studio) -> str:

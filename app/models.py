@@ -13,7 +13,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.formats import ours
+from motion_adapters.io import read_pickle, unwrap_state_dict
+from motion_adapters.loading import folder_kind, sniff_keys
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,6 @@ class Entry:
 def sniff_file(path: Path) -> str | None:
     """The kind of a weight file from its keys and header only (no tensor data for safetensors); None if
     unrecognised. Pickles are opened with ``weights_only=True`` (memory-mapped when possible)."""
-    from motion_adapters.formats import ours
-    from motion_adapters.loading import sniff_keys
 
     keys, metadata = _keys_and_metadata(path)
     if ours.is_ours(metadata):
@@ -80,7 +82,6 @@ def _keys_and_metadata(path: Path) -> tuple[list[str], dict]:
         return keys, metadata
     import torch
 
-    from motion_adapters.io import read_pickle, unwrap_state_dict
 
     try:
         obj = unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
@@ -92,7 +93,6 @@ def _keys_and_metadata(path: Path) -> tuple[list[str], dict]:
 
 def _folder_entry(path: Path) -> tuple[str, str] | None:
     """(kind, detail) of a model or dataset folder, None for an ordinary folder."""
-    from motion_adapters.loading import folder_kind
 
     kind = folder_kind(path)
     if kind in _KIND_OF:
@@ -134,13 +134,11 @@ class ModelLibrary:
         return counts
 
     def _embedded(self, seen: set[Path]) -> list[Entry]:
-        from motion_adapters.registry import MODELS, is_available, model_path
-
         out = []
-        for m in MODELS.values():
-            if not is_available(m.name):
+        for m in registry.models().values():
+            if not registry.is_available(m.name):
                 continue
-            p = model_path(m.name).resolve()
+            p = registry.model_path(m.name).resolve()
             seen.add(p)
             out.append(Entry(m.name, _KIND_OF[m.kind], p, f"{_LABEL[m.kind]} (embedded)", registered=m.name))
         return out

@@ -10,9 +10,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from motion_adapters.app import config as C
+from motion_adapters.clips.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from motion_adapters.errors import MotionAdapterError
-
-from . import config as C
+from motion_adapters.inference.schedulers import canonical_name
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
@@ -97,8 +98,6 @@ class GenerateRequest:
     fmt: str = "mp4"
 
     def checked(self) -> GenerateRequest:
-        from inference.schedulers import canonical_name
-
         prompt = as_text("Prompt", self.prompt, required=True)
         loras = []
         for i, (name, weight) in enumerate(self.loras, 1):
@@ -175,8 +174,6 @@ class TrainRequest:
     sample_steps: int = 25
 
     def checked(self, max_upload_bytes: int) -> TrainRequest:
-        from training.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-
         if self.preset not in TRAIN_TASKS:
             raise BadRequest(f"Preset: expected one of {', '.join(TRAIN_TASKS)}, found {self.preset!r}")
         clips = [str(c) for c in (self.clips or []) if c]

@@ -7,8 +7,12 @@ import logging
 import os
 from pathlib import Path
 
-from .config import StudioConfig
-from .studio import Studio
+from motion_adapters.app.config import StudioConfig
+from motion_adapters.app.generate_tab import build_generate_tab
+from motion_adapters.app.library_tab import build_library_tab
+from motion_adapters.app.studio import Studio
+from motion_adapters.app.train_tab import build_train_tab
+from motion_adapters.app.ui import Dropdowns, status_markdown
 
 log = logging.getLogger(__name__)
 TITLE = "motion-adapters studio"
@@ -27,10 +31,6 @@ def build_demo(studio: Studio):
     quiet_gradio()
     import gradio as gr
 
-    from .generate_tab import build_generate_tab
-    from .library_tab import build_library_tab
-    from .train_tab import build_train_tab
-    from .ui import Dropdowns, status_markdown
 
     drops = Dropdowns(studio.library)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:

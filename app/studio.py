@@ -14,13 +14,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.prompts import parse_prompts
+from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
+from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
+from motion_adapters.app.models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
+from motion_adapters.app.requests import GenerateRequest, parse_prompt
+from motion_adapters.app.training import on_training_exit
+from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
+from motion_adapters.clips.export import to_uint8, write_clip
 from motion_adapters.errors import MotionAdapterError
-
-from .config import PREVIEW_MIN_SIDE, StudioConfig
-from .jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
-from .models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from .requests import GenerateRequest, parse_prompt
+from motion_adapters.inference import VideoGenerator
+from motion_adapters.inference.prompts import parse_prompts
+from motion_adapters.registry import base_config_for
 
 log = logging.getLogger(__name__)
 _ARCH_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim", "in_channels",
@@ -55,7 +59,6 @@ class Studio:
         self._lock = threading.RLock()       # the generator's state (swaps and generation)
         self.generations = 0
         self._parked = False                 # pipeline moved to the CPU while training uses the GPU
-        from .training import on_training_exit
 
         self.runner = TrainingRunner(self.gate, on_exit=lambda job: on_training_exit(self, job))
 
@@ -139,8 +142,6 @@ class Studio:
         return notices
 
     def _build(self, base: Entry, motion_src: str | None):
-        from inference import VideoGenerator
-
         log.info("building the pipeline: %s + %s", base.name, motion_src or NO_MOTION)
         return VideoGenerator(base=base.source, motion=motion_src, device=self.cfg.device, dtype=self.cfg.dtype,
                               low_vram=self.cfg.low_vram)
@@ -182,7 +183,6 @@ class Studio:
     def _write(self, frames, recipe: dict, req: GenerateRequest) -> tuple[Path, Path]:
         import numpy as np
 
-        from inference.export import to_uint8, write_clip
 
         slug = re.sub(r"[^a-z0-9]+", "-", str(recipe.get("prompt", "clip")).lower()).strip("-")[:32] or "clip"
         folder = self.cfg.output_dir / "clips" / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.generations:05d}"
@@ -235,8 +235,6 @@ def _norm(v):
 def base_unet_config(base: Entry) -> dict:
     """The UNet config a base would load with: its folder's, its registered config's, else SD1.5's (a single
     file carries no architecture)."""
-    from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
-    from motion_adapters.registry import base_config_for
 
     folder = base_config_for(base.registered) if base.registered else None
     if folder is None and is_diffusers_folder(base.path):

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from training.media import VIDEO_SUFFIXES
-
-from .jobs import TrainingJob
-from .models import BASE, DATASET, MOTION, NO_MOTION
-from .requests import TRAIN_TASKS, TrainRequest
-from .studio import Studio
-from .training import snapshot, start_training, train_defaults
-from .ui import DEVICE, Dropdowns, check_uploads, default_models, page_errors
+from motion_adapters.app.jobs import TrainingJob
+from motion_adapters.app.models import BASE, DATASET, MOTION, NO_MOTION
+from motion_adapters.app.requests import TRAIN_TASKS, TrainRequest
+from motion_adapters.app.studio import Studio
+from motion_adapters.app.training import snapshot, start_training, train_defaults
+from motion_adapters.app.ui import DEVICE, Dropdowns, check_uploads, default_models, page_errors
+from motion_adapters.clips.media import VIDEO_SUFFIXES
 
 POLL_S = 1.0
 HEARTBEAT_S = 5.0

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import yaml
 
-from .jobs import DeviceBusy, TrainingJob
-from .models import BASE, DATASET, MOTION, NO_MOTION
-from .requests import TRAIN_TASKS, BadRequest, TrainRequest
+from motion_adapters.app.jobs import DeviceBusy, TrainingJob
+from motion_adapters.app.models import BASE, DATASET, MOTION, NO_MOTION
+from motion_adapters.app.requests import TRAIN_TASKS, BadRequest, TrainRequest
+from motion_adapters.formats import ours
+from motion_adapters.io import read_safetensors_metadata
+from motion_adapters.registry import generation_defaults
+from motion_adapters.training.config import load_config, resolve_config_path
 
 log = logging.getLogger(__name__)
 TRAINED_DIR = "trained"
 
 
 def preset_values(preset: str) -> dict:
-    from training.config import resolve_config_path
-
     return yaml.safe_load(resolve_config_path(preset).read_text()) or {}
 
 
@@ -37,7 +39,6 @@ def train_defaults(preset: str, base_registered: str | None = None) -> dict:
            "rank": int(lora.get("rank", 16)), "frames": int(data.get("num_frames", 16)),
            "stride": int(data.get("stride", 4)), "resolution": int(data.get("resolution", 256)), "batch_size": 1}
     if base_registered:
-        from motion_adapters.registry import generation_defaults
 
         g = generation_defaults(base_registered)
         out.update(frames=int(g["num_frames"]), resolution=int(g["height"]), stride=1, rank=8)
@@ -68,7 +69,6 @@ def start_training(studio, request: TrainRequest) -> TrainingJob:
     try:
         data_dir = dataset.path if dataset is not None else write_dataset(out / "data", req.clips, req.captions)
         values, notes = run_values(studio, req, base, motion, data_dir, out)
-        from training.config import load_config
 
         cfg = load_config(req.preset, values=values)
         config_path = out / "studio-config.yaml"
@@ -118,7 +118,6 @@ def run_values(studio, req: TrainRequest, base, motion, data_dir: Path, out: Pat
     notes.append(f"gradient checkpointing: {'on' if req.gradient_checkpointing else 'off'}")
     guidance = 7.5
     if base.registered:
-        from motion_adapters.registry import generation_defaults
 
         guidance = float(generation_defaults(base.registered)["guidance_scale"])
     values = {
@@ -163,8 +162,6 @@ def snapshot(studio, job: TrainingJob | None) -> dict:
 
 def used_settings(job: TrainingJob) -> dict | None:
     """What the trainer actually ran with (recorded in the adapter's header): optimizer, checkpointing, precision."""
-    from motion_adapters.formats import ours
-    from motion_adapters.io import read_safetensors_metadata
 
     for f in job.outputs():
         if f.is_file():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
+from motion_adapters import registry
+from motion_adapters.app.models import BASE, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
 from motion_adapters.errors import MotionAdapterError
-
-from .models import BASE, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
 
 log = logging.getLogger(__name__)
 DEVICE = "device"   # the concurrency group of everything that runs models: one at a time, in queue order
@@ -136,13 +136,14 @@ class Dropdowns:
 
 def default_models(library: ModelLibrary) -> tuple[str | None, str]:
     """The initial base and motion module: the embedded shapes world when present, else the first found."""
-    from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION
 
     bases, motions = library.names(BASE), library.names(MOTION)
-    base = DEFAULT_BASE if DEFAULT_BASE in bases else (bases[0] if bases else None)
-    if base == DEFAULT_BASE and DEFAULT_MOTION in motions:
-        return base, DEFAULT_MOTION
-    return base, next((m for m in motions if not m.startswith("shapes-")), NO_MOTION)
+    default_base = registry.default("base")
+    base = default_base if default_base in bases else (bases[0] if bases else None)
+    default_motion = registry.default_motion_for(base) if base else None
+    if default_motion in motions:
+        return base, default_motion
+    return base, next((m for m in motions if not registry.is_registered(m)), NO_MOTION)
 
 
 def generation_defaults(library: ModelLibrary, base: str | None) -> dict:
@@ -153,8 +154,7 @@ def generation_defaults(library: ModelLibrary, base: str | None) -> dict:
     except MotionAdapterError:
         pass
     if entry is not None and entry.registered:
-        from motion_adapters.registry import generation_defaults as registered
 
-        return registered(entry.registered)
+        return registry.generation_defaults(entry.registered)
     return {"height": 512, "width": 512, "num_frames": 16, "num_inference_steps": 25, "guidance_scale": 7.5,
             "fps": 8.0}

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.curate import CurateConfig, curate
-from training.toy.data import render_clip
-from training.toy.world import Spec
-from training.video import write_mp4
+from motion_adapters.clips.curate import CurateConfig, curate
+from motion_adapters.clips.video import write_mp4
+from motion_adapters.shapes.data import render_clip
+from motion_adapters.shapes.world import Spec
 
 FPS = 24
 

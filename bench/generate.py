@@ -61,7 +61,7 @@ def compare(paths: dict[str, Path], args) -> dict:
     import torch
     from diffusers import AnimateDiffPipeline, MotionAdapter, StableDiffusionPipeline
 
-    from inference import VideoGenerator
+    from motion_adapters.inference import VideoGenerator
 
     call = dict(num_frames=args.frames, height=args.size, width=args.size, num_inference_steps=args.steps,
                 guidance_scale=7.5)
@@ -97,7 +97,7 @@ def memory_worker(paths: dict[str, Path], frames: int, context: int | None, size
 
     import psutil
 
-    from inference import VideoGenerator
+    from motion_adapters.inference import VideoGenerator
 
     gen = VideoGenerator(base=paths["base"], motion=paths["mm_long"], device="cpu")
     proc = psutil.Process()

@@ -62,10 +62,10 @@ def toy_generate(n: int) -> dict:
     import numpy as np
     import torch
 
-    from inference import VideoGenerator
-    from inference.toy_eval import evaluate_clip, summarize
-    from inference.toy_run import prompts_for, run_arm
-    from training.toy.world import DIRECTIONS
+    from motion_adapters.inference import VideoGenerator
+    from motion_adapters.shapes.eval_run import prompts_for, run_arm
+    from motion_adapters.shapes.evaluate import evaluate_clip, summarize
+    from motion_adapters.shapes.world import DIRECTIONS
 
     prompt = "a red circle moving right"
     out: dict = {}
@@ -106,10 +106,10 @@ def toy_train(steps: int) -> dict:
     from safetensors.torch import load_file
 
     from motion_adapters.registry import model_path
-    from training.config import load_config
-    from training.toy.build import CONFIG_DIR
-    from training.toy.data import write_dataset
-    from training.trainer import train
+    from motion_adapters.shapes.build import CONFIG_DIR
+    from motion_adapters.shapes.data import write_dataset
+    from motion_adapters.training.config import load_config
+    from motion_adapters.training.trainer import train
 
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     clips = write_dataset(work / "clips", kind="clips", n=64, seed=0, motions=("left", "right", "up", "down"))
@@ -182,7 +182,7 @@ def _sd15_row(work: Path, frames: int, size: int, steps: int, low_vram: bool) ->
     """Time and peak VRAM of one SD1.5-size clip through VideoGenerator (after a 2-step warm-up)."""
     import torch
 
-    from inference import VideoGenerator
+    from motion_adapters.inference import VideoGenerator
 
     gen = VideoGenerator(base=work / "base", motion=work / "mm", device="cuda", low_vram=low_vram)
     gen.generation_defaults = {"num_frames": frames, "height": size, "width": size,

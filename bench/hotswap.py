@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = {k: warm_page_cache(p) for k, p in files.items()}
 
     print("[3/6] first build: VideoGenerator(base1, mm1, fp16)", flush=True)
-    from inference import VideoGenerator
+    from motion_adapters.inference import VideoGenerator
 
     gc.collect()
     rss_before_build = rss()

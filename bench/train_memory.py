@@ -77,8 +77,8 @@ def worker(name: str, frames: int, size: int, steps: int, warmup: int, device: s
     import torch
     from diffusers import UNetMotionModel
 
-    from training.config import OptimConfig
-    from training.optim import build_optimizer, optimizer_state_bytes
+    from motion_adapters.training.config import OptimConfig
+    from motion_adapters.training.optim import build_optimizer, optimizer_state_bytes
 
     torch.manual_seed(0)
     optimizer, ckpt, half = CONFIGS[name]
@@ -89,7 +89,7 @@ def worker(name: str, frames: int, size: int, steps: int, warmup: int, device: s
         unet = UNetMotionModel.from_config(_unet_config(unet_layout))
     unet.freeze_unet2d_params()
     if half:  # what run.low_vram does (training.model.cast_frozen): frozen weights bf16, trainable stay fp32
-        from training.model import cast_frozen
+        from motion_adapters.training.model import cast_frozen
 
         cast_frozen(unet, half_dtype)
     if cuda:

@@ -9,9 +9,9 @@ import re
 import time
 from pathlib import Path
 
+from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
-
-from .schedulers import SCHEDULERS
+from motion_adapters.inference.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 DEFAULTS = dict(frames=16, steps=25, guidance=7.5, scheduler="ddim", fps=8.0, motion_strength=1.0, free_init=0)
@@ -119,7 +119,7 @@ def _from_recipe(args, recipe: dict) -> None:
 
 
 def _warn_changed_models(recipe: dict) -> None:
-    from .recipe import file_hash
+    from motion_adapters.clips.recipe import file_hash
 
     entries = [recipe.get("base"), recipe.get("motion"), *(recipe.get("loras") or [])]
     for e in filter(None, entries):
@@ -134,33 +134,30 @@ def _default_out(seed: int, prompt) -> Path:
 
 
 def _models(args) -> tuple[str, str | None]:
-    """(base, motion) from the flags: registered shapes-world defaults when built, ``--motion none`` → None."""
-    from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION, is_available
-
+    """(base, motion) from the flags: the registered defaults when built, ``--motion none`` → None."""
     base, motion = args.base, args.motion
     if base is None:
-        if not is_available(DEFAULT_BASE):
-            raise MotionAdapterError("--base: expected a model path or registered name, found none (the embedded "
-                                     "default shapes-base is not built: run `motion-adapters toy build`)")
-        base = DEFAULT_BASE
+        default = registry.default("base")
+        if default is None or not registry.is_available(default):
+            hint = f" (the embedded default {default} is not built: {registry.get(default).build_hint})" \
+                if default else ""
+            raise MotionAdapterError(f"--base: expected a model path or registered name, found none{hint}")
+        base = default
     if motion is None:
-        if not (str(base).startswith("shapes-") and is_available(DEFAULT_MOTION)):
+        motion = registry.default_motion_for(base)
+        if motion is None or not registry.is_available(motion):
             raise MotionAdapterError("--motion: expected a model path, a registered name or 'none', found none")
-        motion = DEFAULT_MOTION
     return base, None if motion == "none" else motion
 
 
 def _registered_defaults(base: str) -> dict:
-    from motion_adapters.registry import generation_defaults, is_registered
-
-    return generation_defaults(base) if is_registered(base) else {}
+    return registry.generation_defaults(base)
 
 
 def cmd_generate(args) -> int:
-    from inference import VideoGenerator
-
-    from .export import check_output_path, read_recipe, write_clip
-    from .prompts import load_prompt_file, parse_prompts
+    from motion_adapters.clips.export import check_output_path, read_recipe, write_clip
+    from motion_adapters.inference import VideoGenerator
+    from motion_adapters.inference.prompts import load_prompt_file, parse_prompts
 
     if args.from_file:
         _from_recipe(args, read_recipe(args.from_file))

@@ -13,12 +13,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from motion_adapters import registry
 from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
+from motion_adapters.clips.recipe import model_entry, toolkit_version
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights
 from motion_adapters.hub import resolve_source
+from motion_adapters.inference.options import GenerateOptions
+from motion_adapters.inference.pipeline import MotionAdaptersPipeline
+from motion_adapters.inference.prompts import encode_long, token_count
+from motion_adapters.inference.schedulers import make_scheduler
 from motion_adapters.loading import KIND_MOTION, KIND_SD, load_adapter
+from motion_adapters.registry import (
+    base_config_for,
+    generation_defaults,
+    is_registered,
+    model_path,
+)
 from motion_adapters.swap import (
     adapter_view,
     apply_copy,
@@ -29,19 +41,14 @@ from motion_adapters.swap import (
     identity_motion_module,
     live_tensors,
     motion_tensors,
+    motion_unet_config,
     plan_copy,
     same_motion_architecture,
     spatial_tensors,
 )
 
-from .options import GenerateOptions
-from .pipeline import MotionAdaptersPipeline
-from .prompts import encode_long, token_count
-from .recipe import model_entry, toolkit_version
-from .schedulers import make_scheduler
-
 log = logging.getLogger(__name__)
-DEFAULT_MOTION_ARG = "default"  # VideoGenerator(motion=...) default: the registered shapes-motion
+DEFAULT_MOTION_ARG = "default"  # VideoGenerator(motion=...) default: the registered default motion module
 _MOTION_PROJ_OUT = re.compile(r"motion_modules\.\d+\.proj_out$")
 _MOTION_BLOCK = re.compile(r"motion_modules\.\d+\.transformer_blocks\.\d+$")
 
@@ -101,15 +108,17 @@ class VideoGenerator:
         ``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5
         (registered single-file bases bring their own). ``low_vram``: model CPU offload (CUDA), VAE slicing
         and tiling, and decoding 2 frames at a time."""
-        from motion_adapters.registry import DEFAULT_BASE, DEFAULT_MOTION, base_config_for, is_registered
 
-        base_name = DEFAULT_BASE if base is None else base
+        base_name = registry.default("base") if base is None else base
+        if base_name is None:
+            raise MotionAdapterError("base: expected a model path or registered name, found none (no embedded "
+                                     "default base is registered)")
         if motion == DEFAULT_MOTION_ARG:
-            if not str(base_name).startswith("shapes-"):
+            motion = registry.default_motion_for(base_name)
+            if motion is None:
                 raise MotionAdapterError("motion: expected a motion module (path or registered name), or None for "
-                                         "no motion module; found none (the default shapes-motion only fits the "
-                                         "shapes-world bases)")
-            motion = DEFAULT_MOTION
+                                         f"no motion module; found none (the default motion module "
+                                         f"{registry.default('motion')} only fits the bases it was trained with)")
         no_motion = motion is None or str(motion) == "none"
         if base_config is None:
             base_config = base_config_for(base_name)
@@ -295,7 +304,6 @@ class VideoGenerator:
             from accelerate import init_empty_weights
             from diffusers import UNetMotionModel
 
-            from motion_adapters.swap import motion_unet_config
 
             with init_empty_weights():
                 probe = UNetMotionModel.from_config(motion_unet_config(self.configs["unet"], motion_config))
@@ -469,21 +477,16 @@ class VideoGenerator:
 
 
 def _generation_defaults(base) -> dict:
-    from motion_adapters.registry import generation_defaults, is_registered
-
-    return generation_defaults(str(base)) if is_registered(str(base)) else {}
+    return generation_defaults(str(base))
 
 
 def _registered_path(src):
     """A registered name's file (LoRAs by short name); anything else unchanged."""
-    from motion_adapters.registry import is_registered, model_path
 
     return model_path(str(src)) if is_registered(str(src)) else src
 
 
 def _source_name(name, resolved) -> str:
-    from motion_adapters.registry import is_registered
-
     return str(name) if is_registered(str(name)) else str(resolved)
 
 

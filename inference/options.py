@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from motion_adapters.errors import MotionAdapterError
-
-from .prompts import parse_prompts
-from .schedulers import canonical_name
+from motion_adapters.inference.prompts import parse_prompts
+from motion_adapters.inference.schedulers import canonical_name
 
 DEFAULT_CONTEXT = 16
 

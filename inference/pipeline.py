@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers import AnimateDiffPipeline
 
-from .prompts import encode_long, lerp_frames, num_chunks
+from motion_adapters.inference.prompts import encode_long, lerp_frames, num_chunks
 
 
 class MotionAdaptersPipeline(AnimateDiffPipeline):

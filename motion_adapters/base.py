@@ -15,7 +15,11 @@ from pathlib import Path
 import torch
 
 from .errors import AdapterFormatError
+from .formats.ldm import is_ldm_checkpoint, ldm_family, ldm_to_diffusers
 from .io import read_state_dict
+from .kinds import describe_keys
+from .swap import validate_component
+from .tokenizer import CLIP_MAX_LENGTH, _cache_dir, clip_tokenizer, clip_tokenizer_dir
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 _WEIGHT_NAMES = {
@@ -50,7 +54,6 @@ def skeleton_config(component: str) -> dict:
 
 def skeleton_dir(cache_root: Path | None = None) -> Path:
     """A complete offline SD1.5 diffusers config folder (configs + CLIP tokenizer), for ``config=`` arguments."""
-    from .tokenizer import _cache_dir, clip_tokenizer_dir
 
     out = (cache_root or _cache_dir().parent) / "sd15-skeleton"
     if not (out / "tokenizer" / "merges.txt").exists():
@@ -133,11 +136,9 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None,
     if path.is_dir():
         raise AdapterFormatError(path, "a diffusers SD folder (with model_index.json) or a single checkpoint file",
                                  "a folder without model_index.json")
-    from .formats.ldm import is_ldm_checkpoint, ldm_family, ldm_to_diffusers
 
     tensors, _ = read_state_dict(path)
     if not is_ldm_checkpoint(tensors):
-        from .loading import describe_keys
 
         raise AdapterFormatError(path, "an SD checkpoint (keys under model.diffusion_model.)", describe_keys(tensors))
     family = ldm_family(tensors)
@@ -145,7 +146,6 @@ def read_base(src: str | Path, configs: dict[str, dict] | None = None,
         raise AdapterFormatError(path, "an SD1.5-family checkpoint", f"a {family} checkpoint")
     cfgs = {c: (configs or {}).get(c) or skeleton_config(c) for c in COMPONENTS}
     comps = ldm_to_diffusers(tensors, cfgs["unet"], cfgs["vae"], source=path)
-    from .swap import validate_component
 
     hint = None if configs else (
         "A single file carries no architecture; it was read as standard SD1.5. For another architecture "
@@ -168,7 +168,6 @@ def load_tokenizer(base: BaseWeights):
     """The base's own CLIP tokenizer when it ships one (diffusers folders), else SD1.5's offline tokenizer."""
     from transformers import CLIPTokenizer
 
-    from .tokenizer import CLIP_MAX_LENGTH, clip_tokenizer
 
     if base.tokenizer_dir is None:
         return clip_tokenizer()

@@ -1,4 +1,4 @@
-"""The ``motion-adapters`` command line."""
+"""The ``motion-adapters`` command line: the top of the package, dispatching to every subpackage's commands."""
 
 from __future__ import annotations
 
@@ -6,46 +6,21 @@ import argparse
 import json
 import sys
 
-from .errors import MotionAdapterError
-from .logs import setup_cli_logging
-
-
-def _human(n: int) -> str:
-    for unit in ("", "K", "M", "B"):
-        if abs(n) < 1000:
-            return f"{n:.3g}{unit}" if unit else str(n)
-        n /= 1000
-    return f"{n:.3g}T"
-
-
-def format_report(report: dict) -> str:
-    """The ``inspect`` report as aligned text (what ``motion-adapters inspect`` prints)."""
-    order = ["path", "kind", "format", "version", "base_family", "channels", "mid_block", "pe_length",
-             "max_frames", "num_modules", "lora_rank", "components", "num_params", "dtype", "file_size_bytes"]
-    lines = []
-    for key in order:
-        if key in report:
-            value = report[key]
-            if key == "num_params":
-                value = f"{value:,} ({_human(value)})"
-            elif key == "components" and isinstance(value, dict):
-                value = ", ".join(f"{k} {_human(v)}" for k, v in value.items())
-            lines.append(f"{key.replace('_', ' '):>16}: {value}")
-    if report.get("metadata"):
-        lines.append(f"{'metadata':>16}:")
-        for k, v in report["metadata"].items():
-            text = json.dumps(v) if not isinstance(v, str) else v
-            lines.append(f"{'':>18}{k}: {text[:200]}")
-    return "\n".join(lines)
-
-
-def print_report(report: dict) -> None:
-    print(format_report(report))
+from motion_adapters import registry
+from motion_adapters.app.cli import add_app_parser
+from motion_adapters.clips.curate_cli import add_curate_parser
+from motion_adapters.clips.eval_cli import add_eval_parser
+from motion_adapters.convert import convert
+from motion_adapters.errors import MotionAdapterError
+from motion_adapters.inference.cli import add_generate_parser
+from motion_adapters.loading import inspect_path
+from motion_adapters.logs import setup_cli_logging
+from motion_adapters.report import print_report
+from motion_adapters.shapes.cli import EVAL_TOY, add_toy_parser
+from motion_adapters.training.cli import add_train_parser
 
 
 def cmd_inspect(args) -> int:
-    from .loading import inspect_path
-
     for path in args.files:
         report = inspect_path(path)
         if args.json:
@@ -56,26 +31,23 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert
-
     out = convert(args.src, args.dst, args.to, config=args.config)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_models(args) -> int:
-    from .registry import list_models, toy_dir
-
-    rows = list_models()
+    rows = registry.list_models()
     if args.json:
-        print(json.dumps({"dir": str(toy_dir()), "models": rows}, indent=2))
+        print(json.dumps({"models": rows}, indent=2))
         return 0
-    print(f"embedded models in {toy_dir()}:")
+    print("embedded models:")
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["present"] else "not built"
         print(f"  {r['name']:<18} {r['kind']:<14} {size:>10}  {r['description']}")
-    if not all(r["present"] for r in rows):
-        print("build the missing ones with `motion-adapters toy build` (about 60 min on 2 CPU cores)")
+        print(f"  {'':<18} {r['path']}")
+    for hint in sorted({r["build_hint"] for r in rows if not r["present"] and r["build_hint"]}):
+        print(hint)
     return 0
 
 
@@ -119,17 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=cmd_models)
 
-    from app.cli import add_app_parser
-    from inference.cli import add_generate_parser
-    from inference.eval_cli import add_eval_parser
-    from training.cli import add_train_parser
-    from training.curate_cli import add_curate_parser
-    from training.toy.cli import add_toy_parser
 
     add_generate_parser(sub)
     add_train_parser(sub)
     add_curate_parser(sub)
-    add_eval_parser(sub)
+    add_eval_parser(sub, suites={"toy": EVAL_TOY})
     add_toy_parser(sub)
     add_app_parser(sub)
     return parser

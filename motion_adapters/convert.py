@@ -10,13 +10,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import BaseWeights
+from .base import BaseWeights, configs_from_folder, skeleton_dir
 from .errors import MotionAdapterError
 from .formats import ours
+from .formats.ldm import save_ldm_checkpoint
 from .formats.lora import LoraWeights, to_kohya, to_original, to_peft_file_dict
 from .formats.motion_module import MotionModuleWeights, diffusers_to_original
 from .io import save_pickle_atomic, save_safetensors_atomic
 from .loading import load_adapter
+from .swap import materialize
 
 log = logging.getLogger(__name__)
 TARGETS = ("ours", "original", "diffusers", "kohya")
@@ -60,7 +62,6 @@ def export_motion_module(mm: MotionModuleWeights, dst: Path, to: str) -> Path:
     if to == "diffusers":
         from diffusers import MotionAdapter
 
-        from .swap import materialize
 
         def write(tmp: Path) -> None:
             cfg = dict(mm.config)
@@ -88,11 +89,9 @@ def export_lora(lw: LoraWeights, dst: Path, to: str) -> Path:
 
 def export_base(base: BaseWeights, dst: Path, to: str) -> Path:
     if to == "original":
-        from .formats.ldm import save_ldm_checkpoint
 
         return save_ldm_checkpoint(dst, base.unet, base.vae, base.text_encoder, unet_config=base.configs["unet"])
     if to == "diffusers":
-        from .base import skeleton_dir
 
         def write(tmp: Path) -> None:
             skel = skeleton_dir()
@@ -137,7 +136,6 @@ def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | Non
         return None, None
     p = Path(config)
     if (p / "model_index.json").exists() or (p / "unet" / "config.json").exists():
-        from .base import configs_from_folder
 
         return None, configs_from_folder(p)
     cfg_file = p / "config.json" if p.is_dir() else p

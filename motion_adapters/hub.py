@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .errors import AdapterFormatError
+from .registry import is_registered, model_path
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.ckpt", "tokenizer/*", "*/*.json", "*/*.safetensors"]
@@ -14,7 +15,6 @@ _PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.ckpt", "tokenizer/*", "*/*.j
 def resolve_source(src: str | Path) -> Path:
     """A registered short name (``shapes-base`` …, :mod:`motion_adapters.registry`) first, then a local path
     as is, then ``org/name`` as a downloaded Hub snapshot (never needed offline)."""
-    from .registry import is_registered, model_path
 
     if is_registered(str(src)):  # names win; write ./shapes-base for a local folder of that name
         return model_path(str(src))

@@ -16,7 +16,8 @@ import torch
 from .base import BaseWeights, is_diffusers_folder, read_base
 from .errors import AdapterFormatError
 from .formats import ours
-from .formats.lora import LoraWeights, detect_lora_format, to_canonical
+from .formats.ldm import LDM_TEXT_PREFIX, LDM_UNET_PREFIX, LDM_VAE_PREFIX, ldm_family
+from .formats.lora import LoraWeights, to_canonical
 from .formats.motion_module import (
     MotionModuleWeights,
     detect_version,
@@ -25,45 +26,8 @@ from .formats.motion_module import (
     pe_length,
     to_diffusers_layout,
 )
-from .io import read_state_dict
-
-KIND_MOTION = "motion_module"
-KIND_MOTION_LORA = "motion_lora"
-KIND_SPATIAL_LORA = "spatial_lora"
-KIND_SD = "sd_checkpoint"
-
-
-def describe_keys(tensors: Mapping[str, torch.Tensor], n: int = 3) -> str:
-    """A short description of a state dict for error messages: count, sample keys and a guess."""
-    if not tensors:
-        return "no tensors at all"
-    keys = list(tensors)
-    sample = ", ".join(repr(k) for k in keys[:n])
-    guess = sniff_keys(tensors)
-    return f"{len(keys)} tensors ({guess}), e.g. {sample}"
-
-
-def sniff_keys(tensors: Mapping[str, torch.Tensor]) -> str:
-    """Classify a state dict by its keys: one of the KIND_* names or an 'unsupported: …' description."""
-    keys = list(tensors)
-    if not keys:
-        return "empty"
-    if detect_lora_format(keys) is not None:
-        lw_kind = "motion_lora" if any("motion_modules" in k or "temporal" in k for k in keys) else "spatial_lora"
-        return lw_kind
-    if any(k.startswith("model.diffusion_model.") for k in keys):
-        return KIND_SD
-    if any("controlnet_cond_embedding" in k for k in keys):
-        return "unsupported: SparseCtrl ControlNet"
-    if any("temporal_attentions." in k or k.endswith("pos_encoder.positional_encoding") for k in keys):
-        return "unsupported: HotshotXL motion module"
-    if any("motion_modules." in k for k in keys):
-        return KIND_MOTION
-    if any(k.startswith(("conv_in.", "down_blocks.", "module.conv_in.")) for k in keys):
-        return "unsupported: an SD UNet without motion modules (image-finetune checkpoint?)"
-    if any(k.startswith(("encoder.down.", "decoder.up.", "encoder.down_blocks.")) for k in keys):
-        return "unsupported: a VAE"
-    return "unknown"
+from .io import read_safetensors_metadata, read_state_dict
+from .kinds import KIND_MOTION, KIND_MOTION_LORA, KIND_SD, KIND_SPATIAL_LORA, describe_keys, sniff_keys
 
 
 def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = None) -> MotionModuleWeights:
@@ -241,7 +205,6 @@ def inspect_path(src: str | Path) -> dict:
         )
     md = getattr(obj, "metadata", None)
     if md is None and path.is_file() and path.suffix in (".safetensors", ".sft"):
-        from .io import read_safetensors_metadata
 
         md = read_safetensors_metadata(path)
     if md:
@@ -251,8 +214,6 @@ def inspect_path(src: str | Path) -> dict:
 
 
 def _inspect_ldm(path: Path, raw: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict:
-    from .formats.ldm import LDM_TEXT_PREFIX, LDM_UNET_PREFIX, LDM_VAE_PREFIX, ldm_family
-
     prefixes = {"unet": LDM_UNET_PREFIX, "vae": LDM_VAE_PREFIX, "text_encoder": LDM_TEXT_PREFIX}
     components = {c: sum(t.numel() for k, t in raw.items() if k.startswith(p)) for c, p in prefixes.items()}
     components = {c: n for c, n in components.items() if n}

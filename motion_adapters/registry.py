@@ -1,104 +1,125 @@
-"""Embedded model registry: short names (``shapes-base``, ``shapes-motion`` …) for the shipped shapes-world
-models, usable wherever a path is (``--base``, ``--motion``, ``--lora``, ``VideoGenerator``, training configs).
+"""Registry of embedded models: short names usable wherever a model path is (``--base``, ``--motion``,
+``--lora``, ``VideoGenerator``, training configs).
 
-The weights live in ``motion_adapters/assets/toy/`` (package data; ``MOTION_ADAPTERS_TOY_DIR`` points
-elsewhere, e.g. a test build) and are made by ``motion-adapters toy build``; ``manifest.json`` beside them
-records the build and each model's generation defaults (size, frames, steps, guidance, fps).
+The core knows no model by name. Model packs register into it: an installed distribution names a
+``register()`` function under the ``motion_adapters.models`` entry-point group, which is called once, the
+first time the registry is read. The shipped shapes world (:mod:`motion_adapters.shapes.models`) is one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import MotionAdapterError
 
-ENV_DIR = "MOTION_ADAPTERS_TOY_DIR"
-MANIFEST = "manifest.json"
-DEFAULT_BASE = "shapes-base"
-DEFAULT_MOTION = "shapes-motion"
-#: generation defaults of the shapes world (overridden by the manifest of a build)
-TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 25, "guidance_scale": 4.0,
-                  "fps": 8.0}
+ENTRY_POINT_GROUP = "motion_adapters.models"
+KINDS = ("sd_checkpoint", "motion_module", "motion_lora", "spatial_lora")
 
 
 @dataclass(frozen=True)
 class RegisteredModel:
+    """One embedded model: where it lives, what it is, and how to generate with it."""
+
     name: str
-    kind: str          # sd_checkpoint | motion_module | motion_lora
-    file: str          # path inside the toy directory (a diffusers folder or a single file)
+    kind: str                              # one of KINDS
+    locate: Callable[[], Path]             # its file or diffusers folder (looked up on each use)
     description: str
-    config: str | None = None  # registered name whose folder describes this single-file base's architecture
+    family: str = ""                       # models of one family fit each other (a base and its motion module)
+    config: str | None = None              # registered name whose folder describes this single-file base
+    defaults: Callable[[], dict] = field(default=dict)  # generation defaults (size, frames, steps, guidance, fps)
+    build_hint: str = ""                   # how to make the weights when they are missing
 
 
-MODELS: dict[str, RegisteredModel] = {m.name: m for m in (
-    RegisteredModel("shapes-base", "sd_checkpoint", "shapes-base",
-                    "shapes-world text-to-image base (UNet + CLIP text encoder + 4x VAE), diffusers folder"),
-    RegisteredModel("shapes-navy", "sd_checkpoint", "shapes-navy.safetensors",
-                    "personalised checkpoint: the base finetuned DreamBooth-style on a dark navy background "
-                    "(single-file LDM)", config="shapes-base"),
-    RegisteredModel("shapes-paper", "sd_checkpoint", "shapes-paper.safetensors",
-                    "personalised checkpoint: the base finetuned on a paper-texture background (single-file LDM)",
-                    config="shapes-base"),
-    RegisteredModel("shapes-hq", "sd_checkpoint", "shapes-hq.safetensors",
-                    "VideoCrafter2-style spatial finetune of the base on shaded high-quality images "
-                    "(single-file LDM)", config="shapes-base"),
-    RegisteredModel("shapes-motion", "motion_module", "shapes-motion.safetensors",
-                    "motion module trained against the frozen shapes base (left/right/up/down)"),
-    RegisteredModel("shapes-zoom-lora", "motion_lora", "shapes-zoom-lora.safetensors",
-                    "MotionLoRA teaching 'zooming in' from 24 clips"),
-)}
+_MODELS: dict[str, RegisteredModel] = {}
+_DEFAULTS: dict[str, str] = {}             # role ("base" / "motion") -> registered name
+_lock = threading.RLock()
+_loaded = False
 
 
-def toy_dir() -> Path:
-    """Where the shapes-world weights live (``$MOTION_ADAPTERS_TOY_DIR`` or the package's assets/toy)."""
-    env = os.environ.get(ENV_DIR)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent / "assets" / "toy"
+def register(model: RegisteredModel, default_for: str | None = None) -> None:
+    """Add (or replace) ``model``; ``default_for="base"``/``"motion"`` makes it what commands use unasked."""
+    if model.kind not in KINDS:
+        raise MotionAdapterError(f"registry: {model.name}: expected kind in {KINDS}, found {model.kind!r}")
+    with _lock:
+        _MODELS[model.name] = model
+        if default_for is not None:
+            _DEFAULTS[default_for] = model.name
+
+
+def _load_plugins() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        seen: set[str] = set()
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.value in seen:  # the same distribution seen twice on sys.path
+                continue
+            seen.add(ep.value)
+            ep.load()()
+
+
+def models() -> dict[str, RegisteredModel]:
+    """Every registered model by name."""
+    _load_plugins()
+    return dict(_MODELS)
+
+
+def get(name: str) -> RegisteredModel:
+    return models()[name]
 
 
 def is_registered(name: str | Path) -> bool:
-    return isinstance(name, str) and name in MODELS
+    return isinstance(name, str) and name in models()
+
+
+def default(role: str) -> str | None:
+    """The registered name used when a command is given no model for ``role`` (``base`` or ``motion``)."""
+    _load_plugins()
+    return _DEFAULTS.get(role)
 
 
 def model_path(name: str, check: bool = True) -> Path:
     """The file or folder of a registered model; a clear error when it has not been built yet."""
-    entry = MODELS[name]
-    p = toy_dir() / entry.file
+    entry = get(name)
+    p = entry.locate()
     if check and not p.exists():
-        raise MotionAdapterError(
-            f"{name}: the embedded model is not built yet (expected {p}). Run `motion-adapters toy build` "
-            "(about 60 min on 2 CPU cores) to train every shapes-world model, or pass a path instead.")
+        hint = f" {entry.build_hint}" if entry.build_hint else ""
+        raise MotionAdapterError(f"{name}: the embedded model is not built yet (expected {p}).{hint} "
+                                 "Or pass a path instead.")
     return p
+
+
+def is_available(name: str) -> bool:
+    return is_registered(name) and model_path(name, check=False).exists()
 
 
 def base_config_for(src: str | Path) -> Path | None:
     """The diffusers folder describing a registered single-file base (its architecture and tokenizer)."""
-    if is_registered(str(src)) and MODELS[str(src)].config:
-        return model_path(MODELS[str(src)].config)
+    if is_registered(str(src)) and get(str(src)).config:
+        return model_path(get(str(src)).config)
     return None
 
 
-def is_available(name: str) -> bool:
-    return model_path(name, check=False).exists()
+def same_family(a: str | Path, b: str | Path) -> bool:
+    """Whether two registered models belong together (e.g. a base and the motion module trained on it)."""
+    return is_registered(str(a)) and is_registered(str(b)) and get(str(a)).family == get(str(b)).family
 
 
-def manifest() -> dict:
-    p = toy_dir() / MANIFEST
-    return json.loads(p.read_text()) if p.exists() else {}
+def default_motion_for(base: str | Path) -> str | None:
+    """The default motion module when it fits ``base`` (a registered base of the same family), else None."""
+    motion = default("motion")
+    return motion if motion is not None and same_family(base, motion) else None
 
 
-def generation_defaults(name: str | None = None) -> dict:
-    """Generation defaults for a registered model (from the manifest when built, else the shapes defaults)."""
-    m = manifest()
-    out = dict(TOY_GENERATION)
-    out.update(m.get("generation", {}))
-    if name:
-        out.update(m.get("models", {}).get(name, {}).get("generation", {}))
-    return out
+def generation_defaults(name: str) -> dict:
+    """Generation defaults of a registered model ({} for anything else)."""
+    return dict(get(name).defaults()) if is_registered(name) else {}
 
 
 def _size(p: Path) -> int:
@@ -108,10 +129,11 @@ def _size(p: Path) -> int:
 
 
 def list_models() -> list[dict]:
-    """One row per registered model: name, kind, present, size in bytes, path, description."""
+    """One row per registered model: name, kind, family, present, size in bytes, path, description."""
     rows = []
-    for m in MODELS.values():
+    for m in models().values():
         p = model_path(m.name, check=False)
-        rows.append({"name": m.name, "kind": m.kind, "present": p.exists(), "size_bytes": _size(p),
-                     "path": str(p), "description": m.description})
+        rows.append({"name": m.name, "kind": m.kind, "family": m.family, "present": p.exists(),
+                     "size_bytes": _size(p), "path": str(p), "description": m.description,
+                     "build_hint": m.build_hint})
     return rows

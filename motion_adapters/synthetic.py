@@ -15,6 +15,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .tokenizer import clip_tokenizer
+
 TINY_UNET = dict(
     block_out_channels=(32, 32, 64, 64),
     layers_per_block=2,
@@ -98,7 +100,6 @@ def save_sd_folder(components: SDComponents, out_dir: str | Path) -> Path:
     """Save components as a diffusers StableDiffusion pipeline folder (the layout model hubs use)."""
     from diffusers import StableDiffusionPipeline
 
-    from .tokenizer import clip_tokenizer
 
     pipe = StableDiffusionPipeline(
         vae=components.vae,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from app_support import FAST, launch_studio, recipe_of, status_builds, write_clips, write_models_dir
 
-from inference.export import read_frames, read_recipe
+from motion_adapters.clips.export import read_frames, read_recipe
 
 MAX_UPLOAD_MB = 1.0
 

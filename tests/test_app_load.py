@@ -24,7 +24,7 @@ def server(shapes_env, tmp_path_factory):
 def rss() -> int:
     import psutil
 
-    from app.studio import release_memory
+    from motion_adapters.app.studio import release_memory
 
     release_memory()
     return psutil.Process().memory_info().rss

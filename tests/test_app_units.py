@@ -8,9 +8,9 @@ import shutil
 import pytest
 from app_support import write_models_dir
 
-from app.jobs import TRAINING, DeviceBusy, DeviceGate
-from app.models import NotInLibrary
-from app.requests import BadRequest, GenerateRequest, TrainRequest
+from motion_adapters.app.jobs import TRAINING, DeviceBusy, DeviceGate
+from motion_adapters.app.models import NotInLibrary
+from motion_adapters.app.requests import BadRequest, GenerateRequest, TrainRequest
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def models(shapes_env, tmp_path_factory):
 
 
 def test_library_sniffs_models_and_skips_everything_else(models):
-    from app.models import ModelLibrary
+    from motion_adapters.app.models import ModelLibrary
 
     lib = ModelLibrary([models])
     counts = lib.scan()
@@ -90,8 +90,8 @@ def test_device_gate_refuses_instead_of_waiting():
 
 
 def test_a_base_of_another_architecture_rebuilds_once_and_says_so(tiny, shapes_env, tmp_path):
-    from app.config import StudioConfig
-    from app.studio import Studio
+    from motion_adapters.app.config import StudioConfig
+    from motion_adapters.app.studio import Studio
 
     models = tmp_path / "models"
     models.mkdir()

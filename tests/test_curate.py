@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from motion_adapters.cli import main
-from training.captions import caption_for, load_captions
-from training.curate import CurateConfig, curate, select
-from training.flow import motion_score, resize_short, sample_indices, to_gray
-from training.scenes import FrameFeatures, detect_cuts, slow_step_for, split
-from training.toy.data import render_clip
-from training.toy.world import Spec
-from training.video import open_video, write_mp4
+from motion_adapters.clips.captions import caption_for, load_captions
+from motion_adapters.clips.curate import CurateConfig, curate, select
+from motion_adapters.clips.flow import motion_score, resize_short, sample_indices, to_gray
+from motion_adapters.clips.scenes import FrameFeatures, detect_cuts, slow_step_for, split
+from motion_adapters.clips.video import open_video, write_mp4
+from motion_adapters.shapes.data import render_clip
+from motion_adapters.shapes.world import Spec
 
 FPS = 24
 SIZE = 64
@@ -117,7 +117,7 @@ def videos(tmp_path_factory) -> Path:
     write_mp4(flat, src / "flat.mp4", FPS)
     write_mp4(clip(n=10, seed=7), src / "short.mp4", FPS)
     (src / "sub").mkdir()
-    from inference.export import write_clip
+    from motion_adapters.clips.export import write_clip
 
     write_clip(clip(motion="down", seed=8), src / "sub" / "moving.gif", fps=FPS)
     (src / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)

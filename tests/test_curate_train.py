@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from motion_adapters.cli import main as cli
-from training.config import load_config
-from training.toy.data import render_clip
-from training.toy.world import Spec
-from training.video import write_mp4
+from motion_adapters.clips.video import write_mp4
+from motion_adapters.shapes.data import render_clip
+from motion_adapters.shapes.world import Spec
+from motion_adapters.training.config import load_config
 
 
 @pytest.mark.parametrize("fmt", ["mp4", "png"])
@@ -36,7 +36,7 @@ def test_curated_dataset_trains(tiny, tmp_path, fmt):
     assert len(rows) == 4  # two scenes per video, split at the cut
     assert {r["text"] for r in rows} == {"a shape moving", "another shape moving"}
 
-    from training.trainer import Trainer
+    from motion_adapters.training.trainer import Trainer
 
     cfg = load_config(values={
         "task": "motion_lora",

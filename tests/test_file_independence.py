@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from inference import VideoGenerator
+from motion_adapters.inference import VideoGenerator
 
 
 def test_generator_does_not_keep_views_of_the_checkpoint_files(tiny, tmp_path):

@@ -10,11 +10,11 @@ import pytest
 import torch
 from diffusers import AnimateDiffPipeline, StableDiffusionPipeline
 
-from inference import VideoGenerator
-from inference.cli import parse_lora
-from inference.export import read_embedded, read_frames, read_recipe, to_uint8
 from motion_adapters.cli import main as cli
+from motion_adapters.clips.export import read_embedded, read_frames, read_recipe, to_uint8
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.inference import VideoGenerator
+from motion_adapters.inference.cli import parse_lora
 from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
 from motion_adapters.tokenizer import clip_tokenizer
 
@@ -130,7 +130,7 @@ def test_long_prompts_are_chunked(gen):
     long_clip = gen.generate(words, num_frames=2, **FAST).frames
     assert gen.generate(words, num_frames=2, **FAST).frames.shape == (2, 64, 64, 3)
     assert np.abs(long_clip - gen.generate(truncated, num_frames=2, **FAST).frames).max() > 1e-3
-    from inference.prompts import encode_long
+    from motion_adapters.inference.prompts import encode_long
 
     emb = encode_long(gen.pipe, [words, ""], "cpu")
     assert emb.shape[:2] == (2, 77 * 2)  # negative padded to the same number of chunks

@@ -10,8 +10,8 @@ from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from inference import VideoGenerator
 from motion_adapters.errors import AdapterFormatError
+from motion_adapters.inference import VideoGenerator
 from motion_adapters.io import read_state_dict, save_safetensors_atomic
 from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
 from motion_adapters.tokenizer import clip_tokenizer

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.export import write_clip
-from inference.metrics import consistency, motion, temporal_flicker
 from motion_adapters.cli import main
-from training.toy.data import render_clip
-from training.toy.world import Spec
+from motion_adapters.clips.export import write_clip
+from motion_adapters.clips.metrics import consistency, motion, temporal_flicker
+from motion_adapters.shapes.data import render_clip
+from motion_adapters.shapes.world import Spec
 
 
 def toy(motion_="right", n=16, size=64, seed=1) -> np.ndarray:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from motion_adapters.io import read_state_dict
-from training.config import load_config
-from training.toy_data import write_toy_dataset
+from motion_adapters.training.config import load_config
+from motion_adapters.training.toy_data import write_toy_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")
@@ -44,7 +44,7 @@ def toy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tiny, toy, tmp_path_factory):
     """Each preset trained for 2 steps; UNet/VAE/text-encoder tensors before and after."""
-    from training.trainer import Trainer
+    from motion_adapters.training.trainer import Trainer
 
     out = {}
     for task in TASKS:
@@ -112,7 +112,7 @@ def test_adapter_metadata_records_config_and_data(runs):
 
 
 def test_trained_adapters_load_in_the_generator_and_change_it(tiny, runs):
-    from inference import VideoGenerator
+    from motion_adapters.inference import VideoGenerator
 
     outputs = {t: runs[t]["result"]["outputs"] for t in ("motion", "motion_lora", "spatial_lora")}
     gen = VideoGenerator(base=tiny.base_a, motion=tiny.mm_a_dir, device="cpu")
@@ -137,7 +137,7 @@ def test_tiny_model_overfits_one_clip(tiny, tmp_path, low_vram):
 
     ``low_vram`` runs at 64² (8² latents): at 32² the last downsampler sees a 1×1 input, and torch's CPU
     (oneDNN) bf16 conv backward returns garbage weight gradients for a 1×1 input with stride 2 (README)."""
-    from training.trainer import Trainer
+    from motion_adapters.training.trainer import Trainer
 
     one = write_toy_dataset(tmp_path / "one", kinds=("mp4",))
     cfg = load_config(values=values(tiny, one, tmp_path / "run", "joint", run={"max_steps": 20, "low_vram": low_vram},
@@ -167,7 +167,7 @@ def _weights(path) -> dict[str, torch.Tensor]:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny, toy, tmp_path, low_vram):
     import yaml
 
-    from training.trainer import train
+    from motion_adapters.training.trainer import train
 
     steps = dict(run={"max_steps": 5, "checkpoint_every": 2, "keep_checkpoints": 1, "low_vram": low_vram})
     ref = train(load_config(values=values(tiny, toy, tmp_path / "ref", **steps)))
@@ -208,7 +208,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny, toy, t
     """
     import yaml
 
-    from training.trainer import train
+    from motion_adapters.training.trainer import train
 
     opt = {"lr": 1e-3, "eps": 1e-3}
     one = train(load_config(values=values(tiny, toy, tmp_path / "one", run={"batch_size": 2, "max_steps": 2},
@@ -246,7 +246,7 @@ def test_low_vram_keeps_frozen_weights_bf16_and_trains_fp32(tiny, toy, tmp_path,
     from motion_adapters.base import read_base
     from motion_adapters.loading import KIND_MOTION, load_adapter
     from motion_adapters.swap import live_tensors
-    from training.trainer import Trainer
+    from motion_adapters.training.trainer import Trainer
 
     digests = _file_digests(tiny.base_a)
     cfg = load_config(values=values(tiny, toy, tmp_path / task, task, run={"low_vram": True}))

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import PRESET_DIR, ConfigError, load_config
-from training.data import DataError, VideoDataset
-from training.losses import appearance_debiased, sample_noise, temporal_coherence, train_scheduler
-from training.media import clip_indices
-from training.toy_data import write_toy_dataset
+from motion_adapters.clips.media import clip_indices
+from motion_adapters.training.config import PRESET_DIR, ConfigError, load_config
+from motion_adapters.training.data import DataError, VideoDataset
+from motion_adapters.training.losses import (
+    appearance_debiased,
+    sample_noise,
+    temporal_coherence,
+    train_scheduler,
+)
+from motion_adapters.training.toy_data import write_toy_dataset
 
 PRESETS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")
 
@@ -57,7 +62,7 @@ def test_parameter_groups_are_decided_by_module_type(tiny):
     from motion_adapters.base import read_base
     from motion_adapters.loading import load_adapter
     from motion_adapters.swap import build_motion_unet
-    from training.params import lora_targets, split_parameters
+    from motion_adapters.training.params import lora_targets, split_parameters
 
     base = read_base(tiny.base_a)
     unet: UNetMotionModel = build_motion_unet(base.configs["unet"], base.unet, load_adapter(tiny.mm_a_dir), "t")
@@ -80,7 +85,7 @@ def test_new_motion_module_is_identity_at_step_zero(tiny):
 
     from motion_adapters.base import read_base
     from motion_adapters.swap import build_motion_unet
-    from training.model import new_motion_module
+    from motion_adapters.training.model import new_motion_module
 
     cfg = load_config(values=base_values(tiny, tiny.root, task="motion", model={"motion_module": None}))
     base = read_base(tiny.base_a)
@@ -105,7 +110,7 @@ def test_temporal_bypass_gives_the_spatial_unet(tiny):
     from motion_adapters.base import read_base
     from motion_adapters.loading import load_adapter
     from motion_adapters.swap import build_motion_unet
-    from training.params import temporal_bypass
+    from motion_adapters.training.params import temporal_bypass
 
     base = read_base(tiny.base_a)
     unet = build_motion_unet(base.configs["unet"], base.unet, load_adapter(tiny.mm_a_dir), "t")
@@ -153,8 +158,8 @@ def test_hflip_only_when_asked_and_empty_captions(tiny, toy):
 
 
 def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
-    from training.data import FailureCounter
-    from training.toy_data import moving_square, write_video
+    from motion_adapters.training.data import FailureCounter
+    from motion_adapters.training.toy_data import moving_square, write_video
 
     root = tmp_path / "webvid"
     write_video(root / "00001" / "123.mp4", moving_square(10))
@@ -182,7 +187,7 @@ def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
 
 
 def test_losses():
-    from training.config import LossConfig
+    from motion_adapters.training.config import LossConfig
 
     pred = torch.randn(2, 4, 5, 3, 3)
     assert float(temporal_coherence(pred, pred)) == 0.0
@@ -204,7 +209,7 @@ def test_losses():
 
 
 def test_latent_cache_reuses_encodings(tiny, toy, tmp_path):
-    from training.trainer import Trainer
+    from motion_adapters.training.trainer import Trainer
 
     values = base_values(tiny, toy, task="motion_lora", data={"latent_cache": str(tmp_path / "cache")},
                          run={"output_dir": str(tmp_path / "run"), "progress": False, "tensorboard": False},
@@ -224,8 +229,8 @@ def test_latent_cache_reuses_encodings(tiny, toy, tmp_path):
 
 
 def test_lr_schedules_warm_up_then_hold_or_decay():
-    from training.config import OptimConfig
-    from training.optim import build_lr_scheduler
+    from motion_adapters.training.config import OptimConfig
+    from motion_adapters.training.optim import build_lr_scheduler
 
     def lrs(schedule: str, processes: int = 1) -> list[float]:
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

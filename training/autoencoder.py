@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from .checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
-from .config import TrainConfig
-from .data import StreamSampler, VideoDataset, collate
-from .optim import build_lr_scheduler, build_optimizer
-from .trainer import make_accelerator
+from motion_adapters.training.accelerator import make_accelerator
+from motion_adapters.training.checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
+from motion_adapters.training.config import TrainConfig
+from motion_adapters.training.data import StreamSampler, VideoDataset, collate
+from motion_adapters.training.ema import EMA
+from motion_adapters.training.model import to_fp16_file
+from motion_adapters.training.optim import build_lr_scheduler, build_optimizer
 
 SCALE_BATCHES = 4
 
@@ -68,7 +70,6 @@ class AutoencoderTrainer:
         self.model, self.optimizer, self.loader, self.lr_sched = acc.prepare(self.vae, optimizer, loader, lr_sched)
         self.ema = None
         if cfg.optim.ema_decay:
-            from .ema import EMA
 
             self.ema = EMA(dict(self._raw.named_parameters()), cfg.optim.ema_decay)
         register_hooks(acc, [self._raw], extra=self.ema)
@@ -149,7 +150,6 @@ class AutoencoderTrainer:
             tmp = self.out / ".vae.tmp"
             self._raw.save_pretrained(str(tmp))
         if self.cfg.run.export_dtype == "fp16":
-            from .model import to_fp16_file
 
             for f in tmp.glob("*.safetensors"):
                 to_fp16_file(f)

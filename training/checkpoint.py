@@ -25,7 +25,7 @@ TRAINABLE_FILE = "trainable.safetensors"
 def register_hooks(accelerator, unet_ref: list, extra=None) -> None:
     """Save/load only ``requires_grad`` parameters of the UNet (``unet_ref[0]`` is the unwrapped model, or any
     module holding every trained part). ``extra`` (an object with ``state_dict()``/``load_state_dict()`` whose
-    keys contain ``::``, e.g. an :class:`~training.ema.EMA`) is saved in the same file."""
+    keys contain ``::``, e.g. an :class:`~motion_adapters.training.ema.EMA`) is saved in the same file."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:

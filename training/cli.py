@@ -6,8 +6,8 @@ import argparse
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .trainer import train
+    from motion_adapters.training.config import load_config
+    from motion_adapters.training.trainer import train
 
     cfg = load_config(args.config, overrides=args.set)
     if args.print_config:

@@ -10,6 +10,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from motion_adapters.errors import MotionAdapterError
 
 TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae")
 NO_MOTION_TASKS = ("t2i", "vae")  # trained without a motion module
-PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+PRESET_DIR = Path(str(resources.files("motion_adapters.configs")))
 
 
 class ConfigError(MotionAdapterError):
@@ -43,7 +44,7 @@ class ModelConfig:
     text_encoder_config: dict[str, Any] = field(default_factory=dict)  # vocab/bos/eos/pad come from the tokenizer
     vae_config: dict[str, Any] = field(default_factory=dict)
     vae: str | None = None  # t2i from scratch: a trained AutoencoderKL folder (output of task vae)
-    tokenizer: str | None = None  # t2i from scratch: a tokenizer folder, or "shapes" (the shapes-world tokenizer)
+    tokenizer: str | None = None  # t2i from scratch: a CLIP tokenizer folder
     train_text_encoder: bool = False  # t2i: train the CLIP text encoder jointly with the UNet
 
 

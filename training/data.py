@@ -22,10 +22,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from motion_adapters.clips.media import (
+    MediaError,
+    clip_indices,
+    count_frames,
+    media_kind,
+    read_frames,
+    resize_center_crop,
+)
 from motion_adapters.errors import MotionAdapterError
-
-from .config import DataConfig
-from .media import MediaError, clip_indices, count_frames, media_kind, read_frames, resize_center_crop
+from motion_adapters.io import save_safetensors_atomic
+from motion_adapters.training.config import DataConfig
 
 log = logging.getLogger(__name__)
 MAX_TRIES = 8
@@ -134,8 +141,6 @@ class LatentCache:
 
     @staticmethod
     def save(path: Path, mean: torch.Tensor, std: torch.Tensor) -> None:
-        from motion_adapters.io import save_safetensors_atomic
-
         save_safetensors_atomic({"mean": mean.float(), "std": std.float()}, path)
 
 

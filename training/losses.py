@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from .config import LossConfig
+from motion_adapters.training.config import LossConfig
 
 
 def train_scheduler(cfg: LossConfig) -> DDPMScheduler:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import MotionAdapter, UNetMotionModel
+from diffusers import MotionAdapter
 from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 
-from motion_adapters.base import BaseWeights, configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
+from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
+from motion_adapters.errors import AdapterFormatError
+from motion_adapters.formats.ldm import save_ldm_checkpoint
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
 from motion_adapters.formats.ours import save_lora, save_motion_module
@@ -25,28 +26,23 @@ from motion_adapters.swap import (
     build_text_encoder,
     build_vae,
     check_motion_fits_base,
+    materialize,
     spatial_tensors,
 )
-
-from .config import TrainConfig
-from .params import lora_targets, split_parameters
+from motion_adapters.synthetic import animatediff_scheduler
+from motion_adapters.training.config import ConfigError, TrainConfig
+from motion_adapters.training.params import lora_targets, split_parameters
+from motion_adapters.training.t2i import build_t2i_models
+from motion_adapters.training.train_models import (
+    SPATIAL,
+    TEMPORAL,
+    TrainModels,
+    resolve_base,
+    trained_groups,
+    uses_lora,
+)
 
 log = logging.getLogger(__name__)
-SPATIAL, TEMPORAL = "spatial", "temporal"
-
-
-@dataclass
-class TrainModels:
-    unet: UNetMotionModel
-    vae: torch.nn.Module
-    text_encoder: torch.nn.Module
-    tokenizer: object
-    base: BaseWeights
-    motion: MotionModuleWeights | None  # None for task t2i (a 2-D UNet)
-    groups: dict[str, list[str]] = field(default_factory=dict)  # group -> trainable parameter names
-    lora_adapters: dict[str, str] = field(default_factory=dict)  # group -> PEFT adapter name
-
-
 def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionModuleWeights:
     """A fresh motion module for ``unet_config``: diffusers' normal init, then every ``proj_out`` zeroed.
 
@@ -78,24 +74,6 @@ def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionM
     return MotionModuleWeights(config=config, state_dict=sd, source_format="new", version="new")
 
 
-def resolve_base(cfg: TrainConfig) -> tuple[Path, str | Path | None]:
-    """``model.base`` (a path or registered name) and the folder describing its architecture, if any."""
-    from motion_adapters.registry import base_config_for
-
-    config = cfg.model.base_config or base_config_for(cfg.model.base)
-    return resolve_source(cfg.model.base), config
-
-
-def trained_groups(task: str) -> tuple[str, ...]:
-    return {"t2i": (SPATIAL,), "motion": (TEMPORAL,), "motion_lora": (TEMPORAL,), "spatial_lora": (SPATIAL,),
-            "spatial_full": (SPATIAL,), "joint": (SPATIAL, TEMPORAL),
-            "motiondirector": (SPATIAL, TEMPORAL)}[task]
-
-
-def uses_lora(task: str) -> bool:
-    return task in ("motion_lora", "spatial_lora", "motiondirector")
-
-
 def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
                  frozen_dtype: torch.dtype | None = None) -> TrainModels:
     """Frozen base + motion module on ``device``, with the task's parameters trainable (always fp32).
@@ -106,14 +84,11 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
     modules hold them (the files themselves are only ever read).
     """
     if cfg.task == "t2i":
-        from .t2i import build_t2i_models
-
         return build_t2i_models(cfg, device)
     base_src, base_config = resolve_base(cfg)
     base_cfgs = configs_from_folder(base_config) if base_config else None
     base = read_base(base_src, configs=base_cfgs, tokenizer_dir=tokenizer_dir_of(base_config))
     if base.vae is None or base.text_encoder is None:
-        from motion_adapters.errors import AdapterFormatError
 
         raise AdapterFormatError(cfg.model.base, "a complete checkpoint (UNet, VAE, text encoder) for training",
                                  f"no {'VAE' if base.vae is None else 'text encoder'}")
@@ -121,7 +96,6 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
         motion = load_adapter(resolve_source(cfg.model.motion_module), expect=KIND_MOTION)
         check_motion_fits_base(motion, base.configs["unet"], cfg.model.motion_module)
         if cfg.data.num_frames > motion.config["motion_max_seq_length"]:
-            from .config import ConfigError
 
             raise ConfigError(f"data.num_frames: expected at most {motion.config['motion_max_seq_length']} "
                               f"(the motion module's frame cap), found {cfg.data.num_frames}")
@@ -282,7 +256,6 @@ def _fp32_vae_text_encoder(tm: TrainModels, cfg: TrainConfig) -> tuple[torch.nn.
 
 def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, cfg: TrainConfig) -> Path:
     """The spatial UNet with the base's VAE and text encoder as one single-file LDM checkpoint (civitai layout)."""
-    from motion_adapters.formats.ldm import save_ldm_checkpoint
 
     dtype = cfg.run.export_dtype
     vae, te = _fp32_vae_text_encoder(tm, cfg)
@@ -300,8 +273,6 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
 
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    from motion_adapters.swap import materialize
-    from motion_adapters.synthetic import animatediff_scheduler
 
     spatial = {k: v.detach().float().cpu() for k, v in spatial_tensors(unet).items()}
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}

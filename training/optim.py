@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError, OptimConfig
+from motion_adapters.training.config import ConfigError, OptimConfig
 
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig, use_8bit: bool) -> torch.optim.Optimizer:

@@ -24,22 +24,18 @@ from motion_adapters.base import (
     tokenizer_dir_of,
 )
 from motion_adapters.swap import build_text_encoder, build_vae, materialize
-
-from .config import ConfigError, TrainConfig
+from motion_adapters.training.config import ConfigError, TrainConfig
+from motion_adapters.training.train_models import SPATIAL, TrainModels, resolve_base
 
 
 def load_tokenizer_from(spec: str, out_dir: Path):
-    """``shapes`` → the shapes-world tokenizer (written under ``out_dir/tokenizer``); else a tokenizer folder."""
+    """A CLIP tokenizer folder (or a diffusers SD folder's ``tokenizer/``)."""
     from transformers import CLIPTokenizer
 
-    if spec == "shapes":
-        from training.toy.tokenizer import shapes_tokenizer
-
-        return shapes_tokenizer(out_dir / "tokenizer")
     p = Path(spec)
     tok_dir = tokenizer_dir_of(p) or p
     if not tok_dir.is_dir():
-        raise ConfigError(f"model.tokenizer: expected 'shapes' or a tokenizer folder, found {spec!r}")
+        raise ConfigError(f"model.tokenizer: expected a tokenizer folder, found {spec!r}")
     return CLIPTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
 
 
@@ -64,7 +60,6 @@ def text_config_for(tokenizer, config: dict) -> CLIPTextConfig:
 
 def build_t2i_models(cfg: TrainConfig, device):
     """``TrainModels`` with a 2-D UNet (every weight trainable) and no motion module."""
-    from .model import SPATIAL, TrainModels
 
     m = cfg.model
     if m.unet_config:
@@ -78,7 +73,6 @@ def build_t2i_models(cfg: TrainConfig, device):
         configs = {"unet": dict(unet.config), "vae": dict(vae.config), "text_encoder": te.config.to_dict()}
         base = BaseWeights("scratch", "scratch", "sd15", {}, None, None, configs)
     else:
-        from .model import resolve_base
 
         base_src, base_config = resolve_base(cfg)
         base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None,

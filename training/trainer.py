@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,46 +18,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
-from .config import ConfigError, TrainConfig
-from .data import FailureCounter, LatentCache, StreamSampler, VideoDataset, collate
-from .losses import appearance_debiased, mse, sample_noise, target_for, temporal_coherence, train_scheduler
-from .model import SPATIAL, TEMPORAL, TrainModels, build_models, save_outputs, set_lora_scale
-from .optim import build_lr_scheduler, build_optimizer
-from .params import temporal_bypass
+from motion_adapters.training.accelerator import frozen_dtype, make_accelerator
+from motion_adapters.training.autoencoder import AutoencoderTrainer
+from motion_adapters.training.checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
+from motion_adapters.training.config import ConfigError, TrainConfig
+from motion_adapters.training.data import FailureCounter, LatentCache, StreamSampler, VideoDataset, collate
+from motion_adapters.training.ema import EMA
+from motion_adapters.training.losses import (
+    appearance_debiased,
+    mse,
+    sample_noise,
+    target_for,
+    temporal_coherence,
+    train_scheduler,
+)
+from motion_adapters.training.model import (
+    SPATIAL,
+    TEMPORAL,
+    TrainModels,
+    build_models,
+    save_outputs,
+    set_lora_scale,
+)
+from motion_adapters.training.optim import build_lr_scheduler, build_optimizer
+from motion_adapters.training.params import temporal_bypass
+from motion_adapters.training.validation import render_clips
 
 log = logging.getLogger(__name__)
 ENCODE_CHUNK = 16
-
-
-def _reset_accelerate_state() -> None:
-    """Allow several in-process runs (tests) with different settings; a no-op under torchrun."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-
-
-def make_accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available()
-    cpu = cfg.run.device == "cpu" or (cfg.run.device == "auto" and not cuda)
-    if cfg.run.device == "cuda" and not cuda:
-        raise ConfigError("run.device: expected a CUDA GPU for 'cuda', found none (use auto or cpu)")
-    mp = cfg.run.mixed_precision
-    if cfg.run.low_vram and mp == "no":  # bf16 on CPU (autocast) and on GPUs that have it, else fp16
-        mp = "bf16" if cpu or torch.cuda.is_bf16_supported() else "fp16"
-    if cpu and mp == "fp16":
-        raise ConfigError("run.mixed_precision: fp16 needs a GPU; on CPU use bf16 or no, found fp16")
-    _reset_accelerate_state()
-    return Accelerator(cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=cfg.run.grad_accum)
-
-
-def frozen_dtype(accelerator) -> torch.dtype | None:
-    """Storage dtype of the frozen weights: the mixed-precision dtype (None = fp32, no mixed precision)."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision)
 
 
 def _enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator) -> dict:
@@ -123,7 +110,6 @@ class Trainer:
                                if self.te_trains else self.tm.unet)
         self.ema = None
         if cfg.optim.ema_decay:
-            from .ema import EMA
 
             self.ema = EMA({n: p for n, p in self.trained_module.named_parameters() if p.requires_grad},
                            cfg.optim.ema_decay)
@@ -390,7 +376,6 @@ class Trainer:
         """GIF clips of the validation prompts through the AnimateDiff pipeline (main process only)."""
         if not self.accelerator.is_main_process:
             return []
-        from .validation import render_clips
 
         unet = self.raw_unet
         unet.eval()
@@ -411,7 +396,6 @@ class Trainer:
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
     """Train ``cfg`` (optionally resuming: ``"latest"`` or a checkpoint folder) and return a summary."""
     if cfg.task == "vae":
-        from .autoencoder import AutoencoderTrainer
 
         trainer = AutoencoderTrainer(cfg, resume=resume)
         return trainer.finish() if trainer.step >= cfg.run.max_steps else trainer.run()

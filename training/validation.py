@@ -12,8 +12,7 @@ from PIL import Image
 
 from motion_adapters.swap import adapter_view
 from motion_adapters.synthetic import animatediff_scheduler
-
-from .config import ValidationConfig
+from motion_adapters.training.config import ValidationConfig
 
 
 def motion_score(frames: np.ndarray) -> float:

@@ -1,0 +1,172 @@
+"""Writing clips (gif, mp4, webm, webp, PNG frames) with their recipe embedded, and reading recipes back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from motion_adapters.clips.recipe import RECIPE_KEY, dumps
+from motion_adapters.errors import MotionAdapterError
+
+VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".webp")
+_EXIF_DESCRIPTION = 0x010E
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] → uint8 (round half up, like diffusers' ``numpy_to_pil``)."""
+    if frames.dtype == np.uint8:
+        return frames
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def sidecar_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out / "recipe.json" if out.suffix == "" else out.with_name(out.name + ".json")
+
+
+def check_output_path(out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix and out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise MotionAdapterError(
+            f"--out {out}: expected a .gif, .mp4, .webm or .webp file or a folder (PNG frames), found {out.suffix!r}")
+    return out
+
+
+def write_clip(frames: np.ndarray, out: str | Path, fps: float = 8.0, recipe: dict | None = None) -> Path:
+    """Write frames (F, H, W, 3) to ``out`` with the recipe embedded and in a sidecar JSON. Atomic."""
+    out = check_output_path(out)
+    data = to_uint8(np.asarray(frames))
+    text = dumps(recipe or {})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == "":
+        _write_png_folder(data, out, text)
+    else:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
+        os.close(fd)
+        try:
+            {".gif": _write_gif, ".webp": _write_webp, ".mp4": _write_ffmpeg, ".webm": _write_ffmpeg}[suffix](
+                data, Path(tmp), fps, text)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    side = sidecar_path(out)
+    tmp_side = side.with_name(f".{side.name}.tmp")
+    tmp_side.write_text(json.dumps(recipe or {}, indent=2, sort_keys=True, ensure_ascii=False))
+    os.replace(tmp_side, side)
+    return out
+
+
+def _pil_frames(data: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(f) for f in data]
+
+
+def _write_gif(data, path: Path, fps: float, text: str) -> None:
+    imgs = _pil_frames(data)
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0,
+                 comment=text.encode("utf-8"), optimize=False, disposal=1)
+
+
+def _write_webp(data, path: Path, fps: float, text: str) -> None:
+    imgs = _pil_frames(data)
+    exif = Image.Exif()
+    exif[_EXIF_DESCRIPTION] = text
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=round(1000 / fps), loop=0,
+                 lossless=True, exif=exif.tobytes())
+
+
+def _write_ffmpeg(data, path: Path, fps: float, text: str) -> None:
+    import imageio.v2 as imageio
+
+    webm = path.suffix == ".webm"
+    params = ["-metadata", f"comment={text}"]
+    kwargs = dict(fps=fps, macro_block_size=1, output_params=params, format="FFMPEG")
+    if webm:
+        kwargs.update(codec="libvpx-vp9", pixelformat="yuv420p", quality=None,
+                      output_params=[*params, "-crf", "30", "-b:v", "0"])
+    else:
+        kwargs.update(codec="libx264", pixelformat="yuv420p", quality=8)
+    with imageio.get_writer(str(path), **kwargs) as w:
+        for f in data:
+            w.append_data(f)
+
+
+def _write_png_folder(data, out: Path, text: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(RECIPE_KEY, text)
+    for i, f in enumerate(data):
+        tmp = out / f".{i:04d}.png.tmp"
+        Image.fromarray(f).save(tmp, format="PNG", pnginfo=info)
+        os.replace(tmp, out / f"{i:04d}.png")
+
+
+def read_frames(path: str | Path) -> np.ndarray:
+    """Decode a written clip back to uint8 (F, H, W, 3)."""
+    p = Path(path)
+    if p.is_dir():
+        return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(p.glob("*.png"))])
+    if p.suffix.lower() in (".gif", ".webp"):
+        im = Image.open(p)
+        frames = []
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+        return np.stack(frames)
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(str(p), index=None))
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The recipe of a clip: from its sidecar JSON, else from the metadata embedded in the file."""
+    p = Path(path)
+    if p.suffix.lower() == ".json" and p.is_file():
+        return json.loads(p.read_text())
+    side = sidecar_path(p)
+    if side.exists():
+        return json.loads(side.read_text())
+    text = read_embedded(p)
+    if text is None:
+        raise MotionAdapterError(f"--from {p}: expected a clip written by motion-adapters (recipe in its metadata "
+                                 "or a .json sidecar), found no recipe")
+    return json.loads(text)
+
+
+def read_embedded(path: str | Path) -> str | None:
+    """The recipe text embedded in a clip's own metadata (no sidecar)."""
+    p = Path(path)
+    if not p.exists():
+        raise MotionAdapterError(f"{p}: expected a clip, found nothing at that path")
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        pngs = sorted(p.glob("*.png"))
+        return Image.open(pngs[0]).text.get(RECIPE_KEY) if pngs else None
+    if suffix == ".gif":
+        c = Image.open(p).info.get("comment")
+        return c.decode("utf-8") if isinstance(c, bytes) else c
+    if suffix == ".webp":
+        return Image.open(p).getexif().get(_EXIF_DESCRIPTION)
+    if suffix in (".mp4", ".webm"):
+        return _ffmpeg_comment(p)
+    return None
+
+
+def _ffmpeg_comment(path: Path) -> str | None:
+    import imageio_ffmpeg
+
+    res = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                         capture_output=True, text=True, check=False)
+    text = res.stdout
+    m = re.search(r"^comment=((?:[^\n\\]|\\.|\\\n)*)$", text, re.M | re.I)
+    if not m:
+        return None
+    return re.sub(r"\\(.)", r"\1", m.group(1), flags=re.S)

@@ -1,0 +1,93 @@
+"""``motion-adapters toy build --quick`` into a tmp dir (1 step per stage), then the registry, the defaults of
+``VideoGenerator`` / ``generate``, ``--motion none`` and ``eval toy`` on the result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from motion_adapters.shapes.build import EXPORTS, STAGES
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from motion_adapters.shapes.build import build
+
+    root = tmp_path_factory.mktemp("toybuild")
+    out, work = root / "out", root / "work"
+    summary = build(out=out, work=work, quick=True, progress=False, log=lambda _m: None)
+    return out, work, summary
+
+
+@pytest.fixture
+def registry(built, monkeypatch):
+    from motion_adapters.shapes.models import ENV_DIR
+
+    monkeypatch.setenv(ENV_DIR, str(built[0]))
+    return built[0]
+
+
+def test_build_writes_every_registered_model(built):
+    from motion_adapters.shapes.models import MANIFEST, MODELS
+
+    out, work, summary = built
+    assert list(summary["stages"]) == list(STAGES)
+    for name in EXPORTS:
+        assert (out / MODELS[name].file).exists(), name
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["total_bytes"] <= 30_000_000
+    assert manifest["generation"]["height"] == 32 and manifest["generation"]["num_frames"] == 8
+    for stage in STAGES:
+        assert (work / stage / "DONE.json").exists()
+
+
+def test_build_skips_finished_stages(built):
+    from motion_adapters.shapes.build import build
+
+    out, work, _ = built
+    again = build(out=out, work=work, quick=True, stages=["vae", "motion"], progress=False, log=lambda _m: None)
+    assert all(info["skipped"] for info in again["stages"].values())
+
+
+def test_registered_defaults_generate(registry):
+    from motion_adapters.inference import VideoGenerator
+
+    gen = VideoGenerator()  # shapes-base + shapes-motion
+    assert gen.base_source == "shapes-base" and gen.motion_source == "shapes-motion"
+    res = gen.generate("a red circle moving right", num_inference_steps=1)
+    assert res.frames.shape == (8, 32, 32, 3)  # the registered defaults: 8 frames, 32x32
+    assert res.recipe["base"]["name"] == "shapes-base"
+    gen.load_base("shapes-navy")  # a single-file LDM community checkpoint
+    gen.set_loras({"shapes-zoom-lora": 1.0})
+    assert gen.generate("a blue square", num_inference_steps=1, num_frames=2).frames.shape == (2, 32, 32, 3)
+    gen.load_motion(None)
+    assert gen.motion_source == "none"
+
+
+def test_cli_generate_defaults_and_motion_none(registry, tmp_path):
+    from motion_adapters.cli import main
+
+    out = tmp_path / "clip.gif"
+    assert main(["generate", "--prompt", "a red circle moving right", "--steps", "1", "--seed", "1",
+                 "--out", str(out)]) == 0
+    assert out.exists()
+    out2 = tmp_path / "none.gif"
+    assert main(["generate", "--prompt", "a red circle", "--motion", "none", "--base", "shapes-hq",
+                 "--steps", "1", "--frames", "2", "--out", str(out2)]) == 0
+    assert out2.exists()
+
+
+def test_eval_toy_runs_every_arm(registry, tmp_path):
+    from motion_adapters.shapes.eval_run import eval_toy, table
+
+    res = eval_toy(n=1, steps=1)
+    assert set(res["arms"]) == {"base+motion", "base, no motion", "navy+motion", "paper+motion", "zoom-lora@1",
+                                "zoom-lora@0", "hq+motion"}
+    assert len(res["targets"]) == 8 and "| arm |" in table(res)
+    from motion_adapters.cli import main
+
+    assert main(["eval", "toy", "--n", "1", "--steps", "1", "--json", str(tmp_path / "t.json")]) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert np.isfinite(data["arms"]["base+motion"]["colour"]["acc"])

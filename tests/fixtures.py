@@ -1,0 +1,97 @@
+"""Offline fixtures: tiny SD1.5-layout models written in every real layout (no network anywhere)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))  # children inherit the same count
+
+
+@dataclass
+class TinyWorld:
+    root: Path
+    base_a: Path          # diffusers folder
+    base_b: Path          # diffusers folder (different weights)
+    base_b_ldm: Path      # base B as a single-file LDM .safetensors
+    mm_a_dir: Path        # diffusers MotionAdapter folder (v3-like: no mid block, L=32)
+    mm_a_orig: Path       # mm A in original layout, .safetensors
+    mm_b_ckpt: Path       # another v3-like module, original layout .ckpt wrapped in {"state_dict": …}
+    mm_v2_ckpt: Path      # v2-like (mid block), original layout .ckpt
+    mm_v1: Path           # v1-like (L=24), original layout .safetensors
+    mm_sdxl: Path         # SDXL-beta-like (3 levels), original layout .safetensors
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> TinyWorld:
+    from motion_adapters.formats.ldm import save_ldm_checkpoint
+    from motion_adapters.formats.motion_module import diffusers_to_original
+    from motion_adapters.io import save_pickle_atomic, save_safetensors_atomic
+    from motion_adapters.synthetic import save_sd_folder, tiny_motion_adapter, tiny_sd_components
+
+    root = tmp_path_factory.mktemp("tiny")
+    a = tiny_sd_components(0)
+    b = tiny_sd_components(10)
+    save_sd_folder(a, root / "base_a")
+    save_sd_folder(b, root / "base_b")
+    save_ldm_checkpoint(root / "base_b.safetensors", b.unet, b.vae, b.text_encoder, unet_config=dict(b.unet.config))
+
+    mm_a = tiny_motion_adapter(0)
+    mm_a.save_pretrained(root / "mm_a")
+    save_safetensors_atomic(diffusers_to_original(mm_a.state_dict(), 32), root / "mm_a_orig.safetensors")
+    mm_b = tiny_motion_adapter(1)
+    torch.save({"state_dict": diffusers_to_original(mm_b.state_dict(), 32), "epoch": 3},
+               root / "mm_b.ckpt")
+    v2 = tiny_motion_adapter(2, use_motion_mid_block=True)
+    save_pickle_atomic(diffusers_to_original(v2.state_dict(), 32), root / "mm_v2.ckpt")
+    v1 = tiny_motion_adapter(3, motion_max_seq_length=24)
+    save_safetensors_atomic(diffusers_to_original(v1.state_dict(), 24), root / "mm_v1.safetensors")
+    xl = tiny_motion_adapter(4, block_out_channels=(32, 32, 64))
+    save_safetensors_atomic(diffusers_to_original(xl.state_dict(), 32), root / "mm_sdxl.safetensors")
+    return TinyWorld(
+        root=root,
+        base_a=root / "base_a",
+        base_b=root / "base_b",
+        base_b_ldm=root / "base_b.safetensors",
+        mm_a_dir=root / "mm_a",
+        mm_a_orig=root / "mm_a_orig.safetensors",
+        mm_b_ckpt=root / "mm_b.ckpt",
+        mm_v2_ckpt=root / "mm_v2.ckpt",
+        mm_v1=root / "mm_v1.safetensors",
+        mm_sdxl=root / "mm_sdxl.safetensors",
+    )
+
+
+@pytest.fixture(scope="session")
+def shapes_world(tmp_path_factory) -> Path:
+    """The embedded shapes-world models: the shipped ones when built, else a ``toy build --quick`` (seconds)."""
+    from motion_adapters.shapes.models import is_built, toy_dir
+
+    if is_built():
+        return toy_dir()
+    from motion_adapters.shapes.build import build
+
+    root = tmp_path_factory.mktemp("shapes-world")
+    build(out=root / "out", work=root / "work", quick=True, progress=False, log=lambda _m: None)
+    return root / "out"
+
+
+@pytest.fixture(scope="module")
+def shapes_env(shapes_world):
+    """The registry pointed at ``shapes_world`` for a whole test module (servers and training children)."""
+    from motion_adapters.shapes.models import ENV_DIR
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(ENV_DIR, str(shapes_world))
+    yield shapes_world
+    mp.undo()
