@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from motion_adapters.clips.curate import CurateConfig, curate
+from motion_adapters.clips.scenes import CutParams
+
 EXAMPLES = """examples:
   motion-adapters curate raw_videos/ --out data/clips                       # cuts + scores, keep everything long enough
   motion-adapters curate raw_videos/ --out data/clips --motion-pct 25 --dark-pct 5 --uniform-pct 5   # SVD-style
@@ -116,9 +119,6 @@ def add_curate_parser(sub) -> None:
 
 
 def cmd_curate(args) -> int:
-    from motion_adapters.clips.curate import CurateConfig, curate
-    from motion_adapters.clips.scenes import CutParams
-
     cfg = CurateConfig(
         flow_size=args.flow_size, flow_fps=args.flow_fps,
         cuts=CutParams(threshold=args.cut_threshold, adaptive_ratio=args.adaptive_ratio, adaptive_min=args.adaptive_min,

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from motion_adapters.clips.clip_metrics import LocalCLIP
+from motion_adapters.clips.export import read_frames, read_recipe
 from motion_adapters.clips.metrics import METRICS, evaluate_frames, summarize
+from motion_adapters.clips.video import open_video
 from motion_adapters.errors import MotionAdapterError
 
 CLIP_SUFFIXES = (".gif", ".mp4", ".webm", ".webp", ".mov", ".mkv", ".avi", ".m4v")
@@ -93,13 +96,11 @@ def expand(arg: str) -> tuple[str, list[tuple[Path, str | None]]]:
 
 def load(path: Path) -> np.ndarray:
     """uint8 (F, H, W, 3) frames of a clip file or PNG folder."""
-    from motion_adapters.clips.export import read_frames
 
     try:
         if path.is_dir() or path.suffix.lower() in (".gif", ".webp", ".mp4", ".webm"):
             frames = read_frames(path)
         else:
-            from motion_adapters.clips.video import open_video
 
             frames = np.stack(list(open_video(path).frames))
     except MotionAdapterError:
@@ -116,8 +117,6 @@ def load(path: Path) -> np.ndarray:
 
 
 def _recipe(path: Path) -> dict:
-    from motion_adapters.clips.export import read_recipe
-
     try:
         return read_recipe(path)
     except Exception:  # noqa: BLE001 - clips without a recipe are fine
@@ -136,7 +135,6 @@ def clip_fps(path: Path, recipe: dict, default: float | None) -> float:
             d = Image.open(path).info.get("duration")
             return 1000.0 / d if d else 8.0
         if path.is_file():
-            from motion_adapters.clips.video import open_video
 
             s = open_video(path)
             s.frames.close()
@@ -168,7 +166,6 @@ def evaluate_paths(args_clips: list[str], clip_model: str | None = None, prompt:
     """Metrics of every clip and every run (one run per argument)."""
     clip = None
     if clip_model:
-        from motion_adapters.clips.clip_metrics import LocalCLIP
 
         clip = LocalCLIP(clip_model, device)
     runs = []
