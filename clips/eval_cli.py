@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,24 @@ EXAMPLES = """examples:
   motion-adapters eval runs/with_mm/ runs/without_mm/ --json cmp.json  # compare two runs (folders of clips)
   motion-adapters eval data/clips/                                     # a curated dataset (metadata.csv)
   motion-adapters eval runs/a/ --clip-model ~/models/clip-vit-large-patch14   # + CLIP scores (local weights)
-  motion-adapters eval toy --n 64 --json toy.json           # shapes world: embedded models vs issue-4 targets
 """
 
 
-#: a named evaluation suite (``motion-adapters eval NAME``): (add its options to a group, run it)
-EvalSuite = tuple[Callable[[argparse._ArgumentGroup], None], Callable[[argparse.Namespace], int]]
+@dataclass(frozen=True)
+class EvalSuite:
+    """A named evaluation (``motion-adapters eval NAME``) that another package plugs into ``eval``."""
+
+    add_arguments: Callable[[argparse._ArgumentGroup], None]  # its options, in a group of their own
+    run: Callable[[argparse.Namespace], int]
+    example: str = ""                                          # one line for the examples in --help
 
 
 def add_eval_parser(sub, suites: Mapping[str, EvalSuite] | None = None) -> None:
     """Register ``eval`` on the main parser's subparsers, with the named ``suites`` (e.g. ``eval toy``)."""
     p = sub.add_parser(
         "eval", help="video metrics: flicker, motion, dynamic degree, consistency, CLIP (local weights)",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES + "".join(f"  {s.example}\n" for s in (suites or {}).values() if s.example),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score clips without internet: VBench temporal flickering, Farneback motion magnitude and "
         "dynamic degree, consecutive-frame SSIM/correlation; CLIP text-video score and CLIP frame consistency "
         "only with --clip-model pointing at local weights. Each argument is a clip or a run (a folder of clips, "
@@ -59,9 +65,9 @@ def add_eval_parser(sub, suites: Mapping[str, EvalSuite] | None = None) -> None:
     p.add_argument("--per-clip", action="store_true", help="also print one table row per clip")
     p.add_argument("--device", default="cpu", help="torch device for --clip-model and the suites (default cpu)")
     suites = dict(suites or {})
-    for name, (add_arguments, _run) in suites.items():
-        add_arguments(p.add_argument_group(f"eval {name}"))
-    p.set_defaults(func=cmd_eval, eval_suites={name: run for name, (_add, run) in suites.items()})
+    for name, suite in suites.items():
+        suite.add_arguments(p.add_argument_group(f"eval {name}"))
+    p.set_defaults(func=cmd_eval, eval_suites={name: suite.run for name, suite in suites.items()})
 
 
 # ---------------------------------------------------------------------------------------------- inputs

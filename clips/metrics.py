@@ -16,7 +16,7 @@ All metrics take uint8 (F, H, W, 3) frames.
   ``motion_magnitude`` rewards any change: independent frames (an image model without a motion module) or
   flicker score *higher* than smooth motion, because every pixel "moves". The consistency check keeps only
   motion that maps frame t onto frame t+1 and back, so a clip with a working motion module ranks above the
-  same prompt without it (measured on the shapes world: see the README).
+  same prompt without it (measured on the embedded models: docs/evaluation.md).
 * ``dynamic`` / ``dynamic_pairs`` — VBench's dynamic degree rule with Farnebäck in place of RAFT: per pair,
   the mean of the top 5 % flow magnitudes (same 256 px units); a pair moves when it exceeds
   ``DYNAMIC_THRESHOLD`` = 6.0 (VBench's ``6.0·min(H, W)/256``); a clip is dynamic when at least

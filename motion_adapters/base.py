@@ -105,7 +105,7 @@ def configs_from_folder(folder: str | Path) -> dict[str, dict]:
 
 def unet_family(unet_config: dict) -> str:
     """``sdxl`` for an SDXL UNet (added time/text embeddings), else ``sd15`` (SD1.5 and SD1.5-layout models of
-    any depth, such as the 3-level shapes world)."""
+    any depth, such as a 3-level UNet)."""
     return "sdxl" if unet_config.get("addition_embed_type") == "text_time" else "sd15"
 
 

@@ -13,10 +13,10 @@ _PATTERNS = ["*.json", "*.txt", "*.safetensors", "*.ckpt", "tokenizer/*", "*/*.j
 
 
 def resolve_source(src: str | Path) -> Path:
-    """A registered short name (``shapes-base`` …, :mod:`motion_adapters.registry`) first, then a local path
+    """A registered short name (:mod:`motion_adapters.registry`, ``motion-adapters models``) first, then a local path
     as is, then ``org/name`` as a downloaded Hub snapshot (never needed offline)."""
 
-    if is_registered(str(src)):  # names win; write ./shapes-base for a local folder of that name
+    if is_registered(str(src)):  # names win; write ./NAME for a local folder of that name
         return model_path(str(src))
     p = Path(src)
     if p.exists():

@@ -66,4 +66,6 @@ def cmd_eval_toy(args) -> int:
     return 0
 
 
-EVAL_TOY: EvalSuite = (add_eval_toy_arguments, cmd_eval_toy)
+EVAL_TOY = EvalSuite(add_eval_toy_arguments, cmd_eval_toy,
+                     example="motion-adapters eval toy --n 64 --json toy.json           # shapes world: embedded "
+                     "models vs their targets")
