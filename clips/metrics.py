@@ -1,5 +1,7 @@
-"""Weight-free video metrics (methods.md §10): temporal flickering, optical-flow motion and dynamic degree,
-frame-to-frame consistency. CLIP scores live in :mod:`motion_adapters.clips.clip_metrics` (local weights only).
+"""Weight-free video metrics: temporal flickering, optical-flow motion and dynamic degree, frame-to-frame
+consistency (VBench's definitions where VBench has one, with Farnebäck flow in place of RAFT; the user-facing
+table is docs/evaluation.md#metrics). CLIP scores live in :mod:`motion_adapters.clips.clip_metrics` (local
+weights only).
 
 All metrics take uint8 (F, H, W, 3) frames.
 

@@ -1,4 +1,5 @@
-"""LoRA layouts (formats.md §6–§8): real PEFT injections on tiny models, exported and read back in every layout.
+"""LoRA layouts (see docs/formats.md#lora-layouts): real PEFT injections on tiny models, exported and read
+back in every layout.
 
 Each round trip is checked against the video the PEFT-injected model makes, through diffusers' own loaders
 (``load_lora_weights``, ``lora_state_dict``) and through AnimateDiff's own merge rule reimplemented here.
@@ -272,8 +273,9 @@ def test_original_motion_lora_round_trip(motion, original):
 def official_merge(unet: torch.nn.Module, state_dict: dict[str, torch.Tensor], alpha: float = 1.0) -> int:
     """guoyww/AnimateDiff ``convert_lora_safetensor_to_diffusers.py::load_diffusers_lora``, on diffusers names.
 
-    The official rule walks the original UNet3D; the only step added here is formats.md §3's name mapping from
-    the original motion-module names onto diffusers' UNetMotionModel.
+    The official rule walks the original UNet3D; the only step added here maps the original motion-module
+    names onto diffusers' UNetMotionModel (drop ``temporal_transformer``, ``attention_blocks.N`` →
+    ``attnN+1``).
     """
     merged = 0
     for key in state_dict:
@@ -282,7 +284,7 @@ def official_merge(unet: torch.nn.Module, state_dict: dict[str, torch.Tensor], a
         up_key = key.replace(".down.", ".up.")
         model_key = key.replace("processor.", "").replace("_lora", "").replace("down.", "").replace("up.", "")
         model_key = model_key.replace("to_out.", "to_out.0.")
-        # formats.md §3 (original → diffusers), applied to module paths only
+        # original → diffusers motion names, applied to module paths only
         model_key = model_key.replace(".temporal_transformer", "")
         model_key = model_key.replace(".attention_blocks.0", ".attn1").replace(
             ".attention_blocks.1", ".attn2"
@@ -399,7 +401,7 @@ def test_domain_adapter_layout(spatial):
     lw = to_canonical({**dom, "animatediff_config": "not a tensor"})
     assert (lw.kind, lw.source_format) == ("spatial_lora", "domain-adapter")
     assert_same_lora(unet_only, lw)
-    # formats.md §7's diffusers route (add "unet.", load_lora_weights) reads the same weights.
+    # diffusers' route for the v3 domain adapter (add "unet.", load_lora_weights) reads the same weights.
     pipe = make_pipe()
     pipe.load_lora_weights({"unet." + k: v for k, v in dom.items()}, adapter_name="dom")
     assert_same_deltas(effective_deltas(pipe.unet, "dom"), canonical_deltas(lw, "unet"))

@@ -106,7 +106,7 @@ def test_sniff_versions(tiny, name, version, mid, pe_len, channels):
 
 
 def test_param_count_formula_on_full_size_shapes():
-    # formats.md §5: one module is 22·C² + 21·C parameters; v2 SD1.5 totals 453,209,280
+    # one module is 22·C² + 21·C parameters; v2 SD1.5 totals 453,209,280 (docs/formats.md#parameter-counts)
     from accelerate import init_empty_weights
 
     with init_empty_weights():

@@ -1,8 +1,9 @@
 """Single-file LDM ("civitai") Stable Diffusion 1.5 checkpoints: detection, reading and writing.
 
 A single file holds the UNet under ``model.diffusion_model.``, the VAE under ``first_stage_model.`` and the
-CLIP text encoder under ``cond_stage_model.transformer.`` (see ``formats.md`` §9). Reading uses diffusers' own
-converters; writing is their exact inverse, so ``ldm_to_diffusers(diffusers_to_ldm(...))`` is bit-exact.
+CLIP text encoder under ``cond_stage_model.transformer.`` (see docs/formats.md#single-file-sd-checkpoints).
+Reading uses diffusers' own converters; writing is their exact inverse, so
+``ldm_to_diffusers(diffusers_to_ldm(...))`` is bit-exact.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def is_ldm_checkpoint(keys: Iterable[str]) -> bool:
 def ldm_family(state_dict: Mapping[str, Tensor]) -> str:
     """Classify a single-file checkpoint: ``sd15``, ``sd2``, ``sdxl``, ``sd15-inpaint`` or ``unknown``.
 
-    Uses diffusers' detection keys (``formats.md`` §9). SD2/SDXL inpainting models report their base family.
+    Uses diffusers' marker keys (listed in docs/formats.md#single-file-sd-checkpoints). SD2/SDXL inpainting
+    models report their base family.
     """
     if _KEY_XL_BASE in state_dict or _KEY_XL_REFINER in state_dict or _KEY_XL_LABEL_EMB in state_dict:
         return "sdxl"

@@ -1,4 +1,6 @@
-"""LoRA files in every layout we meet, read into one canonical form and written back out (formats.md §6–§8).
+"""LoRA files in every layout we meet, read into one canonical form and written back out.
+
+The layouts and how they map onto each other: see docs/formats.md#lora-layouts.
 
 Canonical form (:class:`LoraWeights`): the diffusers/PEFT layout that ``pipe.load_lora_weights`` takes,
 
@@ -163,7 +165,8 @@ _MOTION_RENAMES = (("attention_blocks.0", "attn1"), ("attention_blocks.1", "attn
 
 
 def _original_motion_path_to_diffusers(path: str) -> str:
-    """formats.md §3, restricted to LoRA targets: drop ``temporal_transformer``, ``attention_blocks.N``→``attnN+1``."""
+    """Original → diffusers motion names, restricted to LoRA targets: drop ``temporal_transformer``,
+    ``attention_blocks.N``→``attnN+1`` (docs/formats.md#motion-modules-original-and-diffusers-keys)."""
     if "motion_modules" not in path:
         return path
     path = path.replace(".temporal_transformer.", ".")
@@ -175,7 +178,11 @@ def _original_motion_path_to_diffusers(path: str) -> str:
 
 
 def _diffusers_motion_path_to_original(path: str) -> str:
-    """Inverse of :func:`_original_motion_path_to_diffusers` (formats.md §3 "Diffusers → original")."""
+    """Inverse of :func:`_original_motion_path_to_diffusers`.
+
+    Re-inserts ``temporal_transformer`` after ``motion_modules.N`` and renames ``attnN+1`` back to
+    ``attention_blocks.N``.
+    """
     m = re.match(r"^(?P<head>.*?\bmotion_modules\.\d+)\.(?P<rest>.+)$", path)
     if not m:
         return path
@@ -535,7 +542,7 @@ def _processor_key(mod: str, ab: str) -> str:
 
 
 def to_original(lw: LoraWeights) -> dict[str, torch.Tensor]:
-    """Export to the original AnimateDiff processor layout (formats.md §6 "Export PEFT → original").
+    """Export to the original AnimateDiff processor layout (docs/formats.md#lora-layouts).
 
     Motion-module pairs get original names (``temporal_transformer``, ``attention_blocks.{0,1}``); spatial UNet
     pairs keep diffusers names like the v3 domain adapter. ``up`` already carries the scale (original consumers

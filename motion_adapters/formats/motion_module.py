@@ -1,7 +1,8 @@
 """AnimateDiff motion modules: original (guoyww) ⇄ diffusers key layouts and config inference from keys.
 
-See ``formats.md`` §1–§5. Internally a motion module is a diffusers ``MotionAdapter`` state dict (without the
-``pos_embed.pe`` buffers, which are recomputed from ``motion_max_seq_length``) plus its constructor config.
+Key layouts, version rules and parameter counts: see docs/formats.md#key-layouts. Internally a motion module
+is a diffusers ``MotionAdapter`` state dict (without the ``pos_embed.pe`` buffers, which are recomputed from
+``motion_max_seq_length``) plus its constructor config.
 """
 
 from __future__ import annotations
@@ -184,7 +185,10 @@ def infer_motion_config(
 
 
 def detect_version(state_dict: Mapping[str, torch.Tensor], config: Mapping) -> str:
-    """Name the release a module corresponds to, with the rules peers use (formats.md §4)."""
+    """Name the release a module corresponds to, with the rules peers use.
+
+    The rules and their order are listed in docs/formats.md#telling-versions-apart.
+    """
     if len(config["block_out_channels"]) == 3:
         return "sdxl-beta"
     if config.get("conv_in_channels"):
