@@ -80,3 +80,38 @@ def test_no_external_reference_notes(doc: Path):
     text = doc.read_text(encoding="utf-8")
     found = [name for name in FORBIDDEN if name in text]
     assert not found, f"{doc.relative_to(ROOT)} mentions {found}, which are not in this repository"
+
+
+CODE_DOC_REF = re.compile(r"docs/([\w.-]+\.md)(?:#([\w-]+))?")
+NOTE_CITATION = re.compile(r"(?<![/\w])(formats|methods|diffusers-notes|anchors)\.md")
+
+
+def slugs(path: Path) -> set[str]:
+    """GitHub-style anchors of a markdown file's headings."""
+    out = set()
+    for line in strip_code(path.read_text(encoding="utf-8")).splitlines():
+        m = re.match(r"#+\s+(.*)", line)
+        if m:
+            text = re.sub(r"[`*_]", "", m.group(1)).strip().lower()
+            out.add(re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", text)))
+    return out
+
+
+def code_files() -> list[Path]:
+    dirs = ("motion_adapters", "clips", "training", "inference", "shapes", "app", "configs", "tests", "bench")
+    return [p for d in dirs for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".yaml")
+            and p.name != Path(__file__).name]
+
+
+def test_code_cites_only_docs_in_the_repo():
+    """Comments, docstrings, help texts and configs point at our docs/ pages (file and heading exist) and
+    never at notes that are not in the repo."""
+    bad = []
+    for path in code_files():
+        text = path.read_text(encoding="utf-8")
+        for m in CODE_DOC_REF.finditer(text):
+            page = ROOT / "docs" / m.group(1)
+            if not page.exists() or (m.group(2) and m.group(2) not in slugs(page)):
+                bad.append(f"{path.relative_to(ROOT)}: {m.group(0)}")
+        bad += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in NOTE_CITATION.finditer(text)]
+    assert bad == []
