@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from motion_adapters.base import (
     BaseWeights,
@@ -30,8 +30,6 @@ from motion_adapters.training.train_models import SPATIAL, TrainModels, resolve_
 
 def load_tokenizer_from(spec: str, out_dir: Path):
     """A CLIP tokenizer folder (or a diffusers SD folder's ``tokenizer/``)."""
-    from transformers import CLIPTokenizer
-
     p = Path(spec)
     tok_dir = tokenizer_dir_of(p) or p
     if not tok_dir.is_dir():
