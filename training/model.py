@@ -95,14 +95,12 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
     base_cfgs = configs_from_folder(base_config) if base_config else None
     base = read_base(base_src, configs=base_cfgs, tokenizer_dir=tokenizer_dir_of(base_config))
     if base.vae is None or base.text_encoder is None:
-
         raise AdapterFormatError(cfg.model.base, "a complete checkpoint (UNet, VAE, text encoder) for training",
                                  f"no {'VAE' if base.vae is None else 'text encoder'}")
     if cfg.model.motion_module:
         motion = load_adapter(resolve_source(cfg.model.motion_module), expect=KIND_MOTION)
         check_motion_fits_base(motion, base.configs["unet"], cfg.model.motion_module)
         if cfg.data.num_frames > motion.config["motion_max_seq_length"]:
-
             raise ConfigError(f"data.num_frames: expected at most {motion.config['motion_max_seq_length']} "
                               f"(the motion module's frame cap), found {cfg.data.num_frames}")
     else:
@@ -259,7 +257,6 @@ def _fp32_vae_text_encoder(tm: TrainModels, cfg: TrainConfig) -> tuple[torch.nn.
 
 def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, cfg: TrainConfig) -> Path:
     """The spatial UNet with the base's VAE and text encoder as one single-file LDM checkpoint (civitai layout)."""
-
     dtype = cfg.run.export_dtype
     vae, te = _fp32_vae_text_encoder(tm, cfg)
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}

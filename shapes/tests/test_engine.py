@@ -68,7 +68,11 @@ def test_vae_killed_after_a_checkpoint_then_resumed_matches_an_uninterrupted_run
     values = vae_values(images, tmp_path / "killed", checkpoint_every=4)
     cfg_file = tmp_path / "vae.yaml"
     cfg_file.write_text(yaml.safe_dump(values))
-    proc = subprocess.Popen([sys.executable, "-m", "motion_adapters.cli", "train", str(cfg_file)],
+    # the child sets torch's thread count as this process did (tests/fixtures.py): an explicit
+    # set_num_threads changes CPU conv numerics even at the default count, and the runs must match bitwise
+    child = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from motion_adapters.cli import main; "
+             "sys.exit(main(sys.argv[2:]))")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(torch.get_num_threads()), "train", str(cfg_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         for line in proc.stdout:
