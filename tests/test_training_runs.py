@@ -147,7 +147,7 @@ def test_tiny_model_overfits_one_clip(tiny, tmp_path, low_vram):
 
     def held_loss():
         with torch.no_grad():
-            return sum(float(tr.video_loss([i])) for i in probe) / len(probe)
+            return sum(float(tr.task.video_loss([i])) for i in probe) / len(probe)
 
     before = held_loss()
     tr.run()

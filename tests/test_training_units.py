@@ -217,12 +217,12 @@ def test_latent_cache_reuses_encodings(tiny, toy, tmp_path):
     tr = Trainer(load_config(values=values))
     first = tr.dataset[0]
     assert "pixels" in first and "cache_path" in first
-    lat1 = tr.encode_latents([first])
+    lat1 = tr.task.encode_latents([first])
     second = tr.dataset[0]
     assert "latent_mean" in second and "pixels" not in second
-    torch.testing.assert_close(tr.encode_latents([second]), lat1, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tr.task.encode_latents([second]), lat1, atol=1e-5, rtol=1e-5)
     nocache = VideoDataset(load_config(values=base_values(tiny, toy)).data, seed=tr.cfg.run.seed)[0]
-    torch.testing.assert_close(tr.encode_latents([nocache]), lat1, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(tr.task.encode_latents([nocache]), lat1, atol=1e-4, rtol=1e-4)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
     json.dumps(tr.dataset.summary())
     np.testing.assert_equal(True, True)

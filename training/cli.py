@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
+from motion_adapters.training.config import load_config
+from motion_adapters.training.trainer import train
+
 
 def cmd_train(args) -> int:
-    from motion_adapters.training.config import load_config
-    from motion_adapters.training.trainer import train
-
     cfg = load_config(args.config, overrides=args.set)
     if args.print_config:
-        import yaml
-
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
     train(cfg, resume=args.resume)
@@ -24,7 +24,7 @@ def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a motion module, MotionLoRA, spatial LoRA, spatial finetune, text-to-image base or VAE",
         description="Train from one YAML config (a path, or a preset name: motion, motion_lora, spatial_lora, "
-        "spatial_full, joint, motiondirector; tasks t2i and vae: see configs/toy/). Runs under accelerate: single process, or multi-GPU / multi-node "
+        "spatial_full, joint, motiondirector; tasks t2i and vae: see the shapes world's shapes/configs/). Runs under accelerate: single process, or multi-GPU / multi-node "
         "with `accelerate launch --config_file configs/accelerate/ddp.yaml -m motion_adapters.cli train ...` "
         "or torchrun. Checkpoints go to OUTPUT_DIR/checkpoints (atomic); adapters to OUTPUT_DIR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,

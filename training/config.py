@@ -93,8 +93,8 @@ class LossConfig:
     offset_noise: float = 0.0
     offset_noise_per_frame: bool = True
     zero_terminal_snr: bool = False
-    temporal_coherence_weight: float = 0.0  # TF-T2V (methods.md §6)
-    appearance_debias_weight: float = 0.0  # MotionDirector (methods.md §4)
+    temporal_coherence_weight: float = 0.0  # TF-T2V's frame-difference (temporal coherence) loss
+    appearance_debias_weight: float = 0.0  # MotionDirector's appearance-debiased temporal loss
     appearance_debias_beta: float = 1.0
     image_loss_weight: float = 1.0  # joint images / spatial path
     spatial_mask_prob: float = 0.2  # motiondirector: skip the spatial path with this probability

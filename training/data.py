@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import Dataset, Sampler
 
 from motion_adapters.clips.media import (
@@ -134,8 +135,6 @@ class LatentCache:
     def load(self, path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not path.exists():
             return None
-        from safetensors.torch import load_file
-
         t = load_file(str(path))
         return t["mean"], t["std"]
 

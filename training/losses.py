@@ -1,4 +1,6 @@
-"""Noise schedule, noising and the training losses (methods.md §1, §4, §6, §8). Latents are (B, C, F, H, W)."""
+"""Noise schedule, noising and the training losses: noise-prediction MSE (or v-prediction), offset noise,
+zero-terminal-SNR, TF-T2V's temporal coherence and MotionDirector's appearance debiasing.
+Latents are (B, C, F, H, W)."""
 
 from __future__ import annotations
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import MotionAdapter
+from diffusers import MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
 from peft import LoraConfig as PeftLoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
 from motion_adapters.errors import AdapterFormatError
@@ -43,11 +47,13 @@ from motion_adapters.training.train_models import (
 )
 
 log = logging.getLogger(__name__)
+
+
 def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionModuleWeights:
     """A fresh motion module for ``unet_config``: diffusers' normal init, then every ``proj_out`` zeroed.
 
     The zeroed output projection makes each module the identity at step 0 (AnimateDiff's
-    ``zero_initialize=True``; diffusers does not do this, diffusers-notes.md §1).
+    ``zero_initialize=True``; diffusers' ``MotionAdapter`` initialises ``proj_out`` like any linear layer).
     """
     m = cfg.model
     config = {
@@ -89,14 +95,12 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
     base_cfgs = configs_from_folder(base_config) if base_config else None
     base = read_base(base_src, configs=base_cfgs, tokenizer_dir=tokenizer_dir_of(base_config))
     if base.vae is None or base.text_encoder is None:
-
         raise AdapterFormatError(cfg.model.base, "a complete checkpoint (UNet, VAE, text encoder) for training",
                                  f"no {'VAE' if base.vae is None else 'text encoder'}")
     if cfg.model.motion_module:
         motion = load_adapter(resolve_source(cfg.model.motion_module), expect=KIND_MOTION)
         check_motion_fits_base(motion, base.configs["unet"], cfg.model.motion_module)
         if cfg.data.num_frames > motion.config["motion_max_seq_length"]:
-
             raise ConfigError(f"data.num_frames: expected at most {motion.config['motion_max_seq_length']} "
                               f"(the motion module's frame cap), found {cfg.data.num_frames}")
     else:
@@ -116,7 +120,7 @@ def build_models(cfg: TrainConfig, device: str | torch.device = "cpu",
         for group in groups:
             rank = cfg.lora.rank if group == TEMPORAL else (cfg.lora.spatial_rank or cfg.lora.rank)
             which = cfg.lora.temporal_targets if group == TEMPORAL else cfg.lora.spatial_targets
-            if cfg.task == "motiondirector":  # methods.md §4: temporal attn1/attn2/ff, spatial attn1+ff
+            if cfg.task == "motiondirector":  # as MotionDirector: temporal attn1/attn2/ff, spatial attn1+ff
                 which = "attn_ff" if group == TEMPORAL else "attn1_ff"
             targets = lora_targets(unet, group, which)
             pc = PeftLoraConfig(r=rank, lora_alpha=cfg.lora.alpha or rank, lora_dropout=cfg.lora.dropout,
@@ -227,9 +231,6 @@ def save_outputs(tm: TrainModels, unet: torch.nn.Module, cfg: TrainConfig, out_d
 
 def to_fp16_file(path: Path) -> None:
     """Rewrite a ``.safetensors`` file with its floating-point tensors in fp16 (metadata kept)."""
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
@@ -256,7 +257,6 @@ def _fp32_vae_text_encoder(tm: TrainModels, cfg: TrainConfig) -> tuple[torch.nn.
 
 def save_base_ldm(tm: TrainModels, unet: torch.nn.Module, path: Path, cfg: TrainConfig) -> Path:
     """The spatial UNet with the base's VAE and text encoder as one single-file LDM checkpoint (civitai layout)."""
-
     dtype = cfg.run.export_dtype
     vae, te = _fp32_vae_text_encoder(tm, cfg)
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
@@ -268,12 +268,6 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
                      cfg: TrainConfig) -> Path:
     """The finetuned spatial UNet with the base's VAE/text encoder as a diffusers SD folder (atomic rename);
     ``dtype="fp16"`` stores every weight file in half precision (loaders cast back)."""
-    import shutil
-    import tempfile
-
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
-
     spatial = {k: v.detach().float().cpu() for k, v in spatial_tensors(unet).items()}
     ucfg = {k: v for k, v in tm.base.configs["unet"].items() if not k.startswith("_")}
     unet2d = materialize(lambda: UNet2DConditionModel.from_config(ucfg), spatial, folder, "spatial UNet weights")

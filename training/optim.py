@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from diffusers.optimization import get_scheduler
 
 from motion_adapters.training.config import ConfigError, OptimConfig
 
@@ -26,8 +27,6 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_s
     AnimateDiff uses) or ``cosine`` (decays to 0 at ``max_steps``; small models converge further with it).
 
     accelerate steps a prepared scheduler once per process per optimizer step, hence ``num_processes``."""
-    from diffusers.optimization import get_scheduler
-
     name = "constant_with_warmup" if cfg.lr_schedule == "constant" else "cosine"
     return get_scheduler(name, optimizer, num_warmup_steps=cfg.warmup_steps * num_processes,
                          num_training_steps=max_steps * num_processes)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
 from diffusers.models.attention_processor import Attention
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -78,8 +77,8 @@ def lora_targets(unet: nn.Module, where: str, which: str) -> list[str]:
 def temporal_bypass(unet: nn.Module) -> Iterator[None]:
     """Run image (F = 1) samples with every motion module cancelled: ``out = x + 0·(module(x) − x)``.
 
-    VGen's trick (methods.md §6/§7): the temporal branch still runs, so a DDP graph stays identical and its
-    parameters get (zero) gradients, but the output is exactly the spatial UNet's.
+    VGen's trick for joint image-video training: the temporal branch still runs, so a DDP graph stays identical
+    and its parameters get (zero) gradients, but the output is exactly the spatial UNet's.
     """
     def hook(module, args, kwargs, output):
         x = args[0] if args else kwargs["hidden_states"]
@@ -92,11 +91,3 @@ def temporal_bypass(unet: nn.Module) -> Iterator[None]:
         for h in handles:
             h.remove()
 
-
-def count(params) -> int:
-    return sum(p.numel() for p in params)
-
-
-def fingerprint(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached CPU copies (for bitwise before/after comparisons in tests)."""
-    return {k: v.detach().cpu().clone() for k, v in tensors.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from motion_adapters.base import (
     BaseWeights,
@@ -28,10 +28,8 @@ from motion_adapters.training.config import ConfigError, TrainConfig
 from motion_adapters.training.train_models import SPATIAL, TrainModels, resolve_base
 
 
-def load_tokenizer_from(spec: str, out_dir: Path):
+def load_tokenizer_from(spec: str) -> CLIPTokenizer:
     """A CLIP tokenizer folder (or a diffusers SD folder's ``tokenizer/``)."""
-    from transformers import CLIPTokenizer
-
     p = Path(spec)
     tok_dir = tokenizer_dir_of(p) or p
     if not tok_dir.is_dir():
@@ -60,10 +58,9 @@ def text_config_for(tokenizer, config: dict) -> CLIPTextConfig:
 
 def build_t2i_models(cfg: TrainConfig, device):
     """``TrainModels`` with a 2-D UNet (every weight trainable) and no motion module."""
-
     m = cfg.model
     if m.unet_config:
-        tokenizer = load_tokenizer_from(m.tokenizer, Path(cfg.run.output_dir))
+        tokenizer = load_tokenizer_from(m.tokenizer)
         vae = load_vae_from(m.vae, device)
         torch.manual_seed(cfg.run.seed)
         unet = UNet2DConditionModel(**m.unet_config)
@@ -73,7 +70,6 @@ def build_t2i_models(cfg: TrainConfig, device):
         configs = {"unet": dict(unet.config), "vae": dict(vae.config), "text_encoder": te.config.to_dict()}
         base = BaseWeights("scratch", "scratch", "sd15", {}, None, None, configs)
     else:
-
         base_src, base_config = resolve_base(cfg)
         base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None,
                          tokenizer_dir=tokenizer_dir_of(base_config))

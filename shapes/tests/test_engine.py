@@ -4,6 +4,9 @@ LDM export, the model registry and ``motion=None`` (tiny sizes, a few steps each
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -30,16 +33,18 @@ def images(tmp_path_factory):
     return folder
 
 
+def vae_values(images, out, **run) -> dict:
+    return dict(task="vae", model=dict(vae_config=VAE), data=dict(path=str(images), sample="frame", resolution=32),
+                optim=dict(lr=2e-3, weight_decay=0.0, ema_decay=0.9),
+                run={**RUN, "output_dir": str(out), "max_steps": 12, "batch_size": 4, **run})
+
+
 @pytest.fixture(scope="module")
 def vae_run(images, tmp_path_factory):
     from motion_adapters.training.trainer import train
 
     out = tmp_path_factory.mktemp("vae")
-    cfg = load_config(values=dict(task="vae", model=dict(vae_config=VAE),
-                                  data=dict(path=str(images), sample="frame", resolution=32),
-                                  optim=dict(lr=2e-3, weight_decay=0.0, ema_decay=0.9),
-                                  run=dict(RUN, output_dir=str(out), max_steps=12, batch_size=4)))
-    return out, train(cfg)
+    return out, train(load_config(values=vae_values(images, out)))
 
 
 def test_vae_overfits_and_exports(vae_run):
@@ -50,6 +55,44 @@ def test_vae_overfits_and_exports(vae_run):
     vae = AutoencoderKL.from_pretrained(str(out / "vae"))
     assert vae.config.scaling_factor != 0.18215 and vae.config.scaling_factor > 0  # 1 / latent std
     assert vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean.shape == (1, 4, 16, 16)
+
+
+def test_vae_killed_after_a_checkpoint_then_resumed_matches_an_uninterrupted_run(vae_run, images, tmp_path):
+    """SIGKILL right after the step-4 checkpoint, ``--resume latest``: same losses, same exported weights (EMA
+    and latent scale included) as the uninterrupted ``vae_run`` (checkpointing does not change the numbers)."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from motion_adapters.training.trainer import train
+
+    values = vae_values(images, tmp_path / "killed", checkpoint_every=4)
+    cfg_file = tmp_path / "vae.yaml"
+    cfg_file.write_text(yaml.safe_dump(values))
+    # the child sets torch's thread count as this process did (tests/fixtures.py): an explicit
+    # set_num_threads changes CPU conv numerics even at the default count, and the runs must match bitwise
+    child = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from motion_adapters.cli import main; "
+             "sys.exit(main(sys.argv[2:]))")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(torch.get_num_threads()), "train", str(cfg_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("checkpoint saved:"):
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "vae").exists()
+    resumed = train(load_config(cfg_file), resume="latest")
+    ref_out, ref = vae_run
+    assert resumed["steps"] == 12 and resumed["losses"] == ref["losses"]
+    name = "vae/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(ref_out / name)), load_file(str(tmp_path / "killed" / name))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    scale = [json.loads((o / "vae" / "config.json").read_text())["scaling_factor"] for o in (ref_out, tmp_path / "killed")]
+    assert scale[0] == scale[1]
+    logs = [json.loads(line) for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs][-8:] == list(range(5, 13))  # the resumed run logs steps 5..12
 
 
 @pytest.fixture(scope="module")
