@@ -15,8 +15,9 @@ from motion_adapters.clips.export import read_embedded, read_frames, read_recipe
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference import VideoGenerator
 from motion_adapters.inference.cli import parse_lora
-from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.tokenizer import clip_tokenizer
+from tests.tiny_models import tiny_motion_adapter, tiny_sd_components
 
 FAST = dict(height=64, width=64, num_inference_steps=2, guidance_scale=7.5, seed=0)
 PROMPT = "a red circle moving left"
@@ -39,7 +40,7 @@ def gen(tiny):
 def ordinary(adapter) -> AnimateDiffPipeline:
     c = tiny_sd_components(0)
     pipe = AnimateDiffPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                               motion_adapter=adapter, scheduler=animatediff_scheduler())
+                               motion_adapter=adapter, scheduler=make_scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -102,7 +103,7 @@ def test_motion_strength(gen, tiny):
     # strength 0 = no temporal mixing: each frame is the plain SD image from that frame's noise
     c = tiny_sd_components(0)
     sd = StableDiffusionPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                                 scheduler=animatediff_scheduler(), safety_checker=None, feature_extractor=None,
+                                 scheduler=make_scheduler("ddim"), safety_checker=None, feature_extractor=None,
                                  requires_safety_checker=False)
     sd.set_progress_bar_config(disable=True)
     noise = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(0))
