@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import signal
 
+from motion_adapters.app.config import StudioConfig
 from motion_adapters.errors import MotionAdapterError
 
 EXAMPLES = """examples:
@@ -19,7 +20,8 @@ def cmd_app(args) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise MotionAdapterError('app: expected gradio (the web UI extra), found it not installed; '
                                  'pip install "motion-adapters[app]"')
-    from motion_adapters.app.config import StudioConfig
+    # the server is the gradio part of the studio: loading it loads gradio (an optional, heavy extra), so it
+    # is imported only here, once gradio is known to be installed
     from motion_adapters.app.server import launch
 
     cfg = StudioConfig(models_dirs=args.models_dir or ["models"], output_dir=args.output_dir, device=args.device,

@@ -20,7 +20,7 @@ from motion_adapters.app.ui import (
     page_errors,
     status_markdown,
 )
-from motion_adapters.inference.schedulers import SCHEDULERS
+from motion_adapters.schedulers import SCHEDULERS
 
 PROMPT_HELP = ("One prompt, or prompt travel with one 'FRAME: prompt' per line (e.g. '0: a red circle' and "
                "'4: a blue circle').")
