@@ -45,6 +45,21 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert ModelLibrary([models], embedded=False).scan()["base"] == 1
 
 
+def test_library_classifies_files_by_the_cores_header_rules(tiny, tmp_path):
+    from motion_adapters.errors import AdapterFormatError
+    from motion_adapters.headers import file_kind, read_keys
+    from motion_adapters.io import read_state_dict
+
+    assert file_kind(tiny.mm_a_orig) == file_kind(tiny.mm_b_ckpt) == file_kind(tiny.mm_v2_ckpt) == "motion_module"
+    assert file_kind(tiny.base_b_ldm) == "sd_checkpoint"
+    keys, metadata = read_keys(tiny.mm_b_ckpt)  # {"state_dict": …, "epoch": 3}: unwrapped as load_adapter does
+    assert metadata == {} and keys == list(read_state_dict(tiny.mm_b_ckpt)[0])
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(AdapterFormatError, match="junk.ckpt: expected a .safetensors file or a torch"):
+        read_keys(junk)
+
+
 def test_generate_requests_are_checked():
     ok = GenerateRequest(base="b", motion="m", prompt=" a cat ", loras=[("", 1.0), ("x", "0.5")], frames=8.0,
                          context_overlap=-1).checked()
