@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 import signal
 
+from motion_adapters.app.config import StudioConfig
+from motion_adapters.app.server import launch
 from motion_adapters.errors import MotionAdapterError
 
 EXAMPLES = """examples:
@@ -19,9 +21,6 @@ def cmd_app(args) -> int:
     if importlib.util.find_spec("gradio") is None:
         raise MotionAdapterError('app: expected gradio (the web UI extra), found it not installed; '
                                  'pip install "motion-adapters[app]"')
-    from motion_adapters.app.config import StudioConfig
-    from motion_adapters.app.server import launch
-
     cfg = StudioConfig(models_dirs=args.models_dir or ["models"], output_dir=args.output_dir, device=args.device,
                        dtype=args.dtype, low_vram=bool(args.low_vram), queue_size=args.queue_size,
                        max_upload_mb=args.max_upload_mb, keep_outputs=args.keep_outputs)

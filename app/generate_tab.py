@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-import gradio as gr
+from typing import TYPE_CHECKING
 
 from motion_adapters.app import config as C
 from motion_adapters.app.models import BASE, LORA, MOTION
@@ -20,7 +19,10 @@ from motion_adapters.app.ui import (
     page_errors,
     status_markdown,
 )
-from motion_adapters.inference.schedulers import SCHEDULERS
+from motion_adapters.schedulers import SCHEDULERS
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 PROMPT_HELP = ("One prompt, or prompt travel with one 'FRAME: prompt' per line (e.g. '0: a red circle' and "
                "'4: a blue circle').")
@@ -34,6 +36,8 @@ class GenerateTab:
 
 
 def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
+    import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
+
     base0, motion0 = default_models(studio.library)
     d = generation_defaults(studio.library, base0)
     with gr.Row(equal_height=False):

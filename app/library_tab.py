@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
-
 from motion_adapters.app.library import add_upload, convert_entry, inspect_entry, inspect_upload, report_text
 from motion_adapters.app.models import WEIGHT_SUFFIXES
 from motion_adapters.app.studio import Studio
@@ -21,6 +19,8 @@ def library_table(studio: Studio) -> str:
 
 
 def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
+    import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
+
     names = studio.library.names()
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):

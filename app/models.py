@@ -15,9 +15,8 @@ from pathlib import Path
 
 from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
-from motion_adapters.formats import ours
-from motion_adapters.io import read_pickle, unwrap_state_dict
-from motion_adapters.loading import folder_kind, sniff_keys
+from motion_adapters.headers import file_kind
+from motion_adapters.loading import folder_kind
 
 log = logging.getLogger(__name__)
 
@@ -58,42 +57,13 @@ class Entry:
 
 def sniff_file(path: Path) -> str | None:
     """The kind of a weight file from its keys and header only (no tensor data for safetensors); None if
-    unrecognised. Pickles are opened with ``weights_only=True`` (memory-mapped when possible)."""
-
-    keys, metadata = _keys_and_metadata(path)
-    if ours.is_ours(metadata):
-        kind = ours.parse_metadata(metadata).get("kind")
-    else:
-        kind = sniff_keys(dict.fromkeys(keys))
+    it is not a model the studio offers."""
+    kind = file_kind(path)
     return kind if kind in _KIND_OF else None
-
-
-def _keys_and_metadata(path: Path) -> tuple[list[str], dict]:
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            keys = list(f.keys())
-            metadata = dict(f.metadata() or {})
-        if keys and all(k.startswith("state_dict.") for k in keys):
-            keys = [k[len("state_dict."):] for k in keys]
-        return keys, metadata
-    import torch
-
-
-    try:
-        obj = unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
-        return [k for k in obj if isinstance(k, str)] if isinstance(obj, dict) else [], {}
-    except Exception:  # legacy (non-zip) pickles cannot be memory-mapped: the safe full read
-        tensors, metadata = read_pickle(path)
-        return list(tensors), metadata
 
 
 def _folder_entry(path: Path) -> tuple[str, str] | None:
     """(kind, detail) of a model or dataset folder, None for an ordinary folder."""
-
     kind = folder_kind(path)
     if kind in _KIND_OF:
         return _KIND_OF[kind], _LABEL[kind] + ("" if kind == "lora-folder" else " (diffusers folder)")

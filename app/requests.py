@@ -5,44 +5,59 @@ Every error names the field as the page labels it, what was expected and what wa
 
 from __future__ import annotations
 
-import math
-import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from motion_adapters.app import config as C
 from motion_adapters.clips.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from motion_adapters.errors import MotionAdapterError
-from motion_adapters.inference.schedulers import canonical_name
+from motion_adapters.inference.options import (
+    GenerateOptions,
+    OptionLimits,
+    check_fps,
+    check_loras,
+    finite_number,
+    whole_number,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# the generation options as the Generate tab labels them, and the server's bounds on them
+LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "num_frames": "Frames", "height": "Height",
+          "width": "Width", "num_inference_steps": "Steps", "guidance_scale": "Guidance", "seed": "Seed",
+          "scheduler": "Scheduler", "context_length": "Context length", "context_overlap": "Context overlap",
+          "free_init_iters": "FreeInit", "motion_strength": "Motion strength", "fps": "FPS", "lora": "LoRA"}
+LIMITS = OptionLimits(max_frames=C.MAX_FRAMES, max_size=C.MAX_SIZE, max_steps=C.MAX_STEPS,
+                      max_guidance=C.MAX_GUIDANCE, max_motion_strength=C.MAX_MOTION_STRENGTH,
+                      max_free_init=C.MAX_FREE_INIT, max_seed=C.MAX_SEED, max_lora_weight=C.MAX_LORA_WEIGHT,
+                      max_prompt_chars=C.MAX_PROMPT_CHARS, require_prompt=True, min_fps=1.0, max_fps=C.MAX_FPS)
 
 
 class BadRequest(MotionAdapterError):
     """An input value is out of range or of the wrong type."""
 
 
-def as_int(label: str, value, lo: int, hi: int) -> int:
+@contextmanager
+def bad_request() -> Iterator[None]:
+    """Report the option checks' errors as :class:`BadRequest` (the page shows them; the server keeps serving)."""
     try:
-        ok = float(value) == int(float(value))
-        v = int(float(value))
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise BadRequest(f"{label}: expected a whole number, found {value!r}")
-    if not lo <= v <= hi:
-        raise BadRequest(f"{label}: expected a whole number from {lo} to {hi}, found {v}")
-    return v
+        yield
+    except BadRequest:
+        raise
+    except MotionAdapterError as e:
+        raise BadRequest(str(e)) from None
+
+
+def as_int(label: str, value, lo: int, hi: int) -> int:
+    with bad_request():
+        return whole_number(label, value, lo, hi)
 
 
 def as_float(label: str, value, lo: float, hi: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"{label}: expected a number, found {value!r}") from None
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise BadRequest(f"{label}: expected a number from {lo:g} to {hi:g}, found {value!r}")
-    return v
+    with bad_request():
+        return finite_number(label, value, lo, hi)
 
 
 def as_text(label: str, value, limit: int = C.MAX_PROMPT_CHARS, required: bool = False) -> str:
@@ -66,12 +81,16 @@ def as_name(label: str, value: str | None, default: str) -> str:
     return value
 
 
-def parse_prompt(text: str) -> str | list[str]:
-    """One prompt, or prompt travel when the lines look like ``0: a bud`` / ``16: a rose``."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    if len(lines) > 1 and re.match(r"^\d+\s*:", lines[0]):
-        return lines
-    return " ".join(lines)
+@dataclass
+class CheckedGeneration:
+    """A checked generation request: the generator's options and what the studio does around them."""
+
+    base: str
+    motion: str
+    loras: list[tuple[str, float]]   # (display name, weight), empty slots dropped
+    options: GenerateOptions         # seed drawn when the page asked for a random one
+    fps: float
+    fmt: str
 
 
 @dataclass
@@ -97,48 +116,22 @@ class GenerateRequest:
     fps: float = 8.0
     fmt: str = "mp4"
 
-    def checked(self) -> GenerateRequest:
-        prompt = as_text("Prompt", self.prompt, required=True)
-        loras = []
-        for i, (name, weight) in enumerate(self.loras, 1):
-            if name in (None, "", "none"):
-                continue
-            loras.append((name, as_float(f"LoRA {i} weight", weight, -C.MAX_LORA_WEIGHT, C.MAX_LORA_WEIGHT)))
-        names = [n for n, _ in loras]
-        twice = sorted(n for n in names if names.count(n) > 1)
-        if twice:
-            raise BadRequest(f"LoRAs: expected each LoRA once, found {twice[0]!r} twice")
-        width = as_int("Width", self.width, 8, C.MAX_SIZE)
-        height = as_int("Height", self.height, 8, C.MAX_SIZE)
-        for label, v in (("Width", width), ("Height", height)):
-            if v % 8:
-                raise BadRequest(f"{label}: expected a multiple of 8 (the VAE downsamples by 8), found {v}")
-        frames = as_int("Frames", self.frames, 1, C.MAX_FRAMES)
-        ctx = overlap = None
-        if self.context_length not in (None, "", 0):
-            ctx = as_int("Context length", self.context_length, 2, C.MAX_FRAMES)
-        if self.context_overlap not in (None, "", -1):
-            overlap = as_int("Context overlap", self.context_overlap, 0, C.MAX_FRAMES)
-        try:
-            scheduler = canonical_name(str(self.scheduler))
-        except MotionAdapterError as e:
-            raise BadRequest(f"Scheduler: {str(e).split(': ', 1)[-1]}") from None
+    def checked(self) -> CheckedGeneration:
+        """Every field checked by the generation options' own rules, within the server's :data:`LIMITS`."""
+        with bad_request():
+            options = GenerateOptions.check(
+                prompt=self.prompt, negative_prompt=self.negative_prompt, num_frames=self.frames,
+                height=self.height, width=self.width, num_inference_steps=self.steps, guidance_scale=self.guidance,
+                seed=None if self.seed in (-1, "-1") else self.seed, scheduler=self.scheduler,
+                context_length=None if self.context_length in (None, "", 0) else self.context_length,
+                context_overlap=None if self.context_overlap in (None, "", -1) else self.context_overlap,
+                free_init_iters=self.free_init, motion_strength=self.motion_strength, labels=LABELS, limits=LIMITS)
+            loras = check_loras(self.loras, labels=LABELS, limits=LIMITS)
+            fps = check_fps(self.fps, labels=LABELS, limits=LIMITS)
         fmt = str(self.fmt).lower().lstrip(".")
         if fmt not in C.FORMATS:
             raise BadRequest(f"Format: expected one of {', '.join(C.FORMATS)}, found {self.fmt!r}")
-        seed = as_int("Seed", self.seed, -1, C.MAX_SEED)
-        return GenerateRequest(
-            base=self.base, motion=self.motion, prompt=prompt, loras=loras,
-            negative_prompt=as_text("Negative prompt", self.negative_prompt), frames=frames, width=width,
-            height=height, steps=as_int("Steps", self.steps, 1, C.MAX_STEPS),
-            guidance=as_float("Guidance", self.guidance, 0.0, C.MAX_GUIDANCE), seed=seed, scheduler=scheduler,
-            context_length=ctx, context_overlap=overlap,
-            free_init=as_int("FreeInit", self.free_init, 0, C.MAX_FREE_INIT),
-            motion_strength=as_float("Motion strength", self.motion_strength, 0.0, C.MAX_MOTION_STRENGTH),
-            fps=as_float("FPS", self.fps, 1.0, C.MAX_FPS), fmt=fmt)
-
-    def resolved_seed(self) -> int:
-        return self.seed if self.seed >= 0 else int.from_bytes(os.urandom(4), "little") % (2**31)
+        return CheckedGeneration(base=self.base, motion=self.motion, loras=loras, options=options, fps=fps, fmt=fmt)
 
 
 TRAIN_TASKS = {  # preset -> what it writes (the library kind the result appears under)
@@ -210,8 +203,6 @@ class TrainRequest:
 
 def check_upload(path: str, suffixes: tuple[str, ...], max_bytes: int, label: str) -> None:
     """An uploaded file: it exists, has one of ``suffixes`` and is at most ``max_bytes``."""
-    from pathlib import Path
-
     p = Path(path)
     if not p.is_file():
         raise BadRequest(f"{label}: expected an uploaded file, found nothing at the upload's temporary path")

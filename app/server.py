@@ -31,7 +31,6 @@ def build_demo(studio: Studio):
     quiet_gradio()
     import gradio as gr
 
-
     drops = Dropdowns(studio.library)
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         gr.Markdown(f"## {TITLE}\n{INTRO}")

@@ -14,16 +14,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
 from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
 from motion_adapters.app.models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from motion_adapters.app.requests import GenerateRequest, parse_prompt
+from motion_adapters.app.requests import CheckedGeneration, GenerateRequest
 from motion_adapters.app.training import on_training_exit
 from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
 from motion_adapters.clips.export import to_uint8, write_clip
 from motion_adapters.errors import MotionAdapterError
-from motion_adapters.inference import VideoGenerator
-from motion_adapters.inference.prompts import parse_prompts
+from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.registry import base_config_for
 
 log = logging.getLogger(__name__)
@@ -157,22 +159,13 @@ class Studio:
     # ---------------------------------------------------------------------------------------- generate
     def generate(self, request: GenerateRequest) -> Clip:
         """Validate, swap what changed, generate, and write the clip (with its recipe) to the output folder."""
-        req = request.checked()
+        req = request.checked()  # every option, prompt travel included, before any model is touched
         b, m, ls = self._entries(req.base, req.motion, req.loras)
-        seed = req.resolved_seed()
-        prompt = parse_prompt(req.prompt)
-        if isinstance(prompt, list):  # prompt travel: checked before any model is touched
-            prompt = parse_prompts(prompt)
         t0 = time.perf_counter()
         with self.gate.hold(GENERATION):
             with self._lock:
                 notices = self._ensure(b, m, ls)
-                result = self.gen.generate(
-                    prompt, negative_prompt=req.negative_prompt or None, num_frames=req.frames, height=req.height,
-                    width=req.width, num_inference_steps=req.steps, guidance_scale=req.guidance, seed=seed,
-                    scheduler=req.scheduler, context_length=req.context_length,
-                    context_overlap=req.context_overlap, free_init_iters=req.free_init,
-                    motion_strength=req.motion_strength)
+                result = self.gen.generate(**req.options.as_kwargs())
                 self.generations += 1
         recipe = {**result.recipe, "fps": req.fps}
         preview, download = self._write(result.frames, recipe, req)
@@ -180,10 +173,7 @@ class Studio:
         release_memory()
         return Clip(preview, download, recipe, notices, time.perf_counter() - t0)
 
-    def _write(self, frames, recipe: dict, req: GenerateRequest) -> tuple[Path, Path]:
-        import numpy as np
-
-
+    def _write(self, frames, recipe: dict, req: CheckedGeneration) -> tuple[Path, Path]:
         slug = re.sub(r"[^a-z0-9]+", "-", str(recipe.get("prompt", "clip")).lower()).strip("-")[:32] or "clip"
         folder = self.cfg.output_dir / "clips" / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.generations:05d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,8 +205,6 @@ class Studio:
             with self._lock:
                 gen.pipe.to("cpu")
                 self._parked = True
-                import torch
-
                 torch.cuda.empty_cache()
 
     def unpark(self) -> None:

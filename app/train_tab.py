@@ -7,8 +7,6 @@ import shutil
 import time
 from pathlib import Path
 
-import gradio as gr
-
 from motion_adapters.app.jobs import TrainingJob
 from motion_adapters.app.models import BASE, DATASET, MOTION, NO_MOTION
 from motion_adapters.app.requests import TRAIN_TASKS, TrainRequest
@@ -24,6 +22,8 @@ HEARTBEAT_S = 5.0
 def build_train_tab(studio: Studio, drops: Dropdowns) -> tuple:
     """Builds the tab; returns ``(progress function, its outputs)`` so that a page opened (or reloaded) while a job
     runs follows it too."""
+    import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
+
     base0, motion0 = default_models(studio.library)
     registered = _registered(studio, base0)
     d = train_defaults("motion_lora", registered)

@@ -7,12 +7,14 @@ import html
 import logging
 from collections.abc import Callable
 from pathlib import Path
-
-import gradio as gr
+from typing import TYPE_CHECKING
 
 from motion_adapters import registry
 from motion_adapters.app.models import BASE, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
 from motion_adapters.errors import MotionAdapterError
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 log = logging.getLogger(__name__)
 DEVICE = "device"   # the concurrency group of everything that runs models: one at a time, in queue order
@@ -21,6 +23,8 @@ NONE_LORA = ""      # an empty LoRA slot
 
 def page_errors(fn: Callable) -> Callable:
     """Show every failure in the page as an error message; the server keeps serving."""
+    import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
+
     def report(e: Exception):
         if isinstance(e, gr.Error):
             return e
@@ -85,6 +89,8 @@ def is_upload(path: str | None) -> bool:
 
 
 def check_uploads(paths: list[str] | str | None, label: str) -> list[str]:
+    import gradio as gr
+
     if paths is None:
         return []
     items = [paths] if isinstance(paths, str) else list(paths)
@@ -119,6 +125,8 @@ class Dropdowns:
         return [(n, n) for n in names]
 
     def add(self, kind: str, **kwargs) -> gr.Dropdown:
+        import gradio as gr
+
         dd = gr.Dropdown(choices=self.choices(kind), allow_custom_value=True, **kwargs)
         self.items.append((dd, kind))
         return dd
@@ -130,6 +138,8 @@ class Dropdowns:
     def updates(self, components: list[gr.Dropdown] | None = None) -> list:
         """New choices for ``components`` (default: every dropdown so far), values kept. An event must pass the
         list it was wired with: dropdowns added by later tabs are not among its outputs."""
+        import gradio as gr
+
         kinds = dict((id(dd), kind) for dd, kind in self.items)
         return [gr.update(choices=self.choices(kinds[id(dd)])) for dd in (components or self.components)]
 

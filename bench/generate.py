@@ -21,6 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # the tiny-model builders are the test suite's (tests/tiny_models.py)
 WORK = ROOT / "work" / "generate"
 SMALL_UNET = dict(block_out_channels=(64, 128, 128, 128), cross_attention_dim=128, attention_head_dim=8,
                   norm_num_groups=32, sample_size=16)
@@ -32,7 +33,7 @@ def build_models(max_seq_long: int) -> dict[str, Path]:
     import torch
     from diffusers import MotionAdapter, UNet2DConditionModel
 
-    from motion_adapters.synthetic import TINY_UNET, TINY_VAE, save_sd_folder, tiny_sd_components
+    from tests.tiny_models import TINY_UNET, TINY_VAE, save_sd_folder, tiny_sd_components
 
     paths = {"base": WORK / "base", "mm": WORK / "mm32", "mm_long": WORK / f"mm{max_seq_long}"}
     if all(p.exists() for p in paths.values()):
@@ -43,7 +44,7 @@ def build_models(max_seq_long: int) -> dict[str, Path]:
     from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from motion_adapters.synthetic import TINY_TEXT
+    from tests.tiny_models import TINY_TEXT
 
     comps.vae = AutoencoderKL(**{**TINY_VAE, "block_out_channels": (32, 64, 64, 64)})
     comps.text_encoder = CLIPTextModel(CLIPTextConfig(**{**TINY_TEXT, "hidden_size": 128, "intermediate_size": 256,

@@ -149,7 +149,7 @@ def sd15_generate(frames: int, size: int, steps: int) -> dict:
     from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from motion_adapters.synthetic import TINY_TEXT, SDComponents, save_sd_folder
+    from tests.tiny_models import TINY_TEXT, SDComponents, save_sd_folder
 
     assets = ROOT / "motion_adapters" / "assets"
     work = Path(tempfile.mkdtemp(prefix="gpu_sd15_"))

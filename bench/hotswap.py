@@ -45,6 +45,7 @@ from safetensors import safe_open  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))  # the tiny-model builders are the test suite's (tests/tiny_models.py)
 TARGETS = {
     "motion_swap_over_floor": ("<=", 1.5),
     "rebuild_over_motion_swap": (">=", 20.0),
@@ -184,7 +185,7 @@ def build_files(work: Path, force: bool) -> dict[str, Path]:
     from motion_adapters.formats.ldm import save_ldm_checkpoint
     from motion_adapters.formats.motion_module import diffusers_to_original
     from motion_adapters.io import save_safetensors_atomic
-    from motion_adapters.synthetic import randomize_
+    from tests.tiny_models import randomize_
 
     work.mkdir(parents=True, exist_ok=True)
     files = {

@@ -33,6 +33,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tiny-model builders are the test suite's (tests/tiny_models.py)
 MID_UNET = dict(block_out_channels=(128, 256, 512, 512), cross_attention_dim=768, attention_head_dim=8,
                 norm_num_groups=32)
 # name: (optimizer, gradient checkpointing, frozen weights in bf16 + bf16 autocast)
@@ -59,7 +60,7 @@ def _unet_config(unet: str) -> dict:
     from diffusers import MotionAdapter
 
     from motion_adapters.swap import motion_unet_config
-    from motion_adapters.synthetic import TINY_UNET
+    from tests.tiny_models import TINY_UNET
 
     if unet == "sd15":
         assets = ROOT / "motion_adapters" / "assets"

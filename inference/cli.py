@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import time
 from pathlib import Path
 
 from motion_adapters import registry
+from motion_adapters.clips.export import check_output_path, read_recipe, write_clip
+from motion_adapters.clips.recipe import file_hash
 from motion_adapters.errors import MotionAdapterError
-from motion_adapters.inference.schedulers import SCHEDULERS
+from motion_adapters.inference.generator import VideoGenerator
+from motion_adapters.inference.options import GenerateOptions, check_fps, check_loras, parse_lora
+from motion_adapters.inference.prompts import load_prompt_file
+from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 DEFAULTS = dict(frames=16, steps=25, guidance=7.5, scheduler="ddim", fps=8.0, motion_strength=1.0, free_init=0)
+# errors name the generation options as the API and the recipe do (num_frames …); the CLI's own flags by flag
+LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "scheduler": "--scheduler",
+          "fps": "--fps", "lora": "--lora"}
 EXAMPLES = """examples:
   motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
       --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
@@ -24,14 +31,6 @@ EXAMPLES = """examples:
   motion-adapters generate ... --free-init 3 --motion-strength 1.2 --scheduler dpmpp_2m
   motion-adapters generate --from corgi.mp4 --out corgi_again.mp4                        # re-run a recipe
 """
-
-
-def parse_lora(text: str) -> tuple[str, float]:
-    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept)."""
-    m = re.match(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$", text)
-    if m and m.group(1) and not re.match(r"^[A-Za-z]$", m.group(1)):
-        return m.group(1), float(m.group(2))
-    return text, 1.0
 
 
 def add_generate_parser(sub) -> None:
@@ -70,8 +69,8 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--steps", type=int, help=f"denoising steps (default {DEFAULTS['steps']})")
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {DEFAULTS['guidance']})")
     g.add_argument("--seed", type=int, help="random seed (default: a random one, printed and recorded)")
-    g.add_argument("--scheduler", choices=list(SCHEDULERS), help="sampler (default ddim, AnimateDiff's linear "
-                   "betas): " + "; ".join(f"{k} = {v}" for k, v in SCHEDULERS.items()))
+    g.add_argument("--scheduler", metavar="NAME", help="sampler (default ddim, AnimateDiff's linear betas): "
+                   + "; ".join(f"{k} = {v}" for k, v in SCHEDULERS.items()))
     g.add_argument("--motion-strength", type=float, help="scale of the motion modules' residual: 0 = "
                    "independent frames, 1 = as trained (default), >1 exaggerates")
     g.add_argument("--free-init", type=int, metavar="N", help="FreeInit iterations (0 = off, default); costs N× time")
@@ -119,8 +118,6 @@ def _from_recipe(args, recipe: dict) -> None:
 
 
 def _warn_changed_models(recipe: dict) -> None:
-    from motion_adapters.clips.recipe import file_hash
-
     entries = [recipe.get("base"), recipe.get("motion"), *(recipe.get("loras") or [])]
     for e in filter(None, entries):
         if e.get("sha256") and Path(e["path"]).exists() and file_hash(e["path"]) != e["sha256"]:
@@ -150,53 +147,44 @@ def _models(args) -> tuple[str, str | None]:
     return base, None if motion == "none" else motion
 
 
-def _registered_defaults(base: str) -> dict:
-    return registry.generation_defaults(base)
+def _given(value, default):
+    return value if value is not None else default
 
 
 def cmd_generate(args) -> int:
-    from motion_adapters.clips.export import check_output_path, read_recipe, write_clip
-    from motion_adapters.inference import VideoGenerator
-    from motion_adapters.inference.prompts import load_prompt_file, parse_prompts
-
     if args.from_file:
         _from_recipe(args, read_recipe(args.from_file))
     if args.prompt_file:
         prompt = load_prompt_file(args.prompt_file)
     elif args.prompt:
-        prompt = parse_prompts(args.prompt)
+        prompt = args.prompt
     else:
         raise MotionAdapterError("--prompt: expected a prompt (or --prompt-file / --from), found none")
     base, motion = _models(args)
-    reg = _registered_defaults(base)
-    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little") % (2**31)
-    fps = args.fps if args.fps is not None else reg.get("fps", DEFAULTS["fps"])
-    if fps <= 0:
-        raise MotionAdapterError(f"--fps: expected a positive number, found {fps}")
-    out = check_output_path(args.out) if args.out else _default_out(seed, prompt)
-    loras = [parse_lora(x) for x in (args.lora or [])]
+    reg = registry.generation_defaults(base)
+    opts = GenerateOptions.check(
+        prompt=prompt, negative_prompt=args.negative_prompt,
+        num_frames=_given(args.frames, reg.get("num_frames", DEFAULTS["frames"])),
+        height=_given(args.height, reg.get("height")), width=_given(args.width, reg.get("width")),
+        num_inference_steps=_given(args.steps, reg.get("num_inference_steps", DEFAULTS["steps"])),
+        guidance_scale=_given(args.guidance, reg.get("guidance_scale", DEFAULTS["guidance"])),
+        seed=args.seed, scheduler=args.scheduler or DEFAULTS["scheduler"], context_length=args.context_length,
+        context_overlap=args.context_overlap, free_init_iters=args.free_init or 0,
+        motion_strength=_given(args.motion_strength, DEFAULTS["motion_strength"]),
+        decode_chunk_size=args.decode_chunk_size, labels=LABELS)
+    fps = check_fps(_given(args.fps, reg.get("fps", DEFAULTS["fps"])), labels=LABELS)
+    out = check_output_path(args.out) if args.out else _default_out(opts.seed, opts.prompt)
+    loras = check_loras([parse_lora(x) for x in (args.lora or [])], labels=LABELS)
     t0 = time.perf_counter()
     gen = VideoGenerator(base=base, motion=motion, device=args.device, dtype=args.dtype,
                          base_config=args.base_config, low_vram=bool(args.low_vram))
     if loras:
         gen.set_loras(loras)
     t1 = time.perf_counter()
-    result = gen.generate(
-        prompt, negative_prompt=args.negative_prompt,
-        num_frames=args.frames if args.frames is not None else reg.get("num_frames", DEFAULTS["frames"]),
-        height=args.height if args.height is not None else reg.get("height"),
-        width=args.width if args.width is not None else reg.get("width"),
-        num_inference_steps=args.steps if args.steps is not None else reg.get("num_inference_steps", DEFAULTS["steps"]),
-        guidance_scale=args.guidance if args.guidance is not None else reg.get("guidance_scale", DEFAULTS["guidance"]),
-        seed=seed,
-        scheduler=args.scheduler or DEFAULTS["scheduler"], context_length=args.context_length,
-        context_overlap=args.context_overlap, free_init_iters=args.free_init or 0,
-        motion_strength=args.motion_strength if args.motion_strength is not None else DEFAULTS["motion_strength"],
-        decode_chunk_size=args.decode_chunk_size, progress=True,
-    )
+    result = gen.generate(**opts.as_kwargs(), progress=True)
     recipe = {**result.recipe, "fps": fps}
     write_clip(result.frames, out, fps=fps, recipe=recipe)
     t2 = time.perf_counter()
     print(f"wrote {out} ({result.frames.shape[0]} frames, {result.frames.shape[2]}x{result.frames.shape[1]}, "
-          f"seed {seed}) in {t2 - t0:.1f}s (load {t1 - t0:.1f}s, generate {t2 - t1:.1f}s)")
+          f"seed {opts.seed}) in {t2 - t0:.1f}s (load {t1 - t0:.1f}s, generate {t2 - t1:.1f}s)")
     return 0

@@ -1,74 +1,142 @@
-"""Validated generation options, shared by the Python API and the CLI."""
+"""Generation options, checked and normalised in one place for the Python API, the CLI and the studio.
+
+Every error names the parameter (as the caller labels it: ``num_frames`` in the API, ``Frames`` in the
+studio), what was expected and what was found. :meth:`GenerateOptions.check` needs no model; the generator
+then :meth:`~GenerateOptions.fit`\\ s the options to its base and motion module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.prompts import parse_prompts
-from motion_adapters.inference.schedulers import canonical_name
+from motion_adapters.schedulers import canonical_name
 
 DEFAULT_CONTEXT = 16
+_LORA_WEIGHT = re.compile(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
+
+
+@dataclass(frozen=True)
+class OptionLimits:
+    """Bounds a server adds to the options' own rules (``None``: no bound; the API and the CLI have none)."""
+
+    max_frames: int | None = None
+    max_size: int | None = None
+    max_steps: int | None = None
+    max_guidance: float | None = None
+    max_motion_strength: float | None = None
+    max_free_init: int | None = None
+    max_seed: int | None = None
+    max_lora_weight: float | None = None
+    max_prompt_chars: int | None = None
+    require_prompt: bool = False
+    min_fps: float | None = None
+    max_fps: float | None = None
+
+
+NO_LIMITS = OptionLimits()
 
 
 @dataclass
 class GenerateOptions:
+    """One clip's generation options, normalised (the keyword arguments of ``VideoGenerator.generate``)."""
+
     prompt: str | dict[int, str]
     negative_prompt: str | None
     num_frames: int
-    height: int
-    width: int
+    height: int | None            # None until fitted: the base's size
+    width: int | None
     num_inference_steps: int
     guidance_scale: float
     seed: int
     scheduler: str
-    context_length: int | None
-    context_overlap: int | None
+    context_length: int | None    # None: no context windows (after fitting) / automatic (before)
+    context_overlap: int | None   # None: a quarter of the context length
     free_init_iters: int
     motion_strength: float
     decode_chunk_size: int | None
 
     @classmethod
-    def validate(cls, *, prompt: str | Mapping[int, str] | Sequence[str], max_seq: int, sample_size: int,
-                 **kw) -> GenerateOptions:
-        """Check every option and fill defaults; errors name the parameter, the expectation and the value."""
-        parsed = parse_prompts(prompt)
-        frames = _int("num_frames", kw["num_frames"], 1)
-        height = _size("height", kw["height"] or sample_size)
-        width = _size("width", kw["width"] or sample_size)
-        steps = _int("num_inference_steps", kw["num_inference_steps"], 1)
-        guidance = _float("guidance_scale", kw["guidance_scale"], 0.0)
-        strength = _float("motion_strength", kw["motion_strength"], 0.0)
-        free_init = _int("free_init_iters", kw["free_init_iters"] or 0, 0)
-        seed = _int("seed", kw["seed"], 0)
-        ctx, overlap = kw["context_length"], kw["context_overlap"]
-        if ctx is not None:
-            ctx = _int("context_length", ctx, 2)
-            if ctx > max_seq:
-                raise MotionAdapterError(
-                    f"context_length: expected at most {max_seq} (the motion module's frame cap), found {ctx}")
-        if frames > max_seq or (ctx is not None and ctx < frames):
-            ctx = ctx or min(DEFAULT_CONTEXT, max_seq)
-        else:
-            ctx = None
-        if ctx is not None:
-            overlap = ctx // 4 if overlap is None else _int("context_overlap", overlap, 0)
-            if overlap >= ctx:
-                raise MotionAdapterError(f"context_overlap: expected less than context_length {ctx}, found {overlap}")
-        elif overlap is not None:
-            overlap = _int("context_overlap", overlap, 0)
+    def check(cls, *, prompt: str | Mapping[int, str] | Sequence[str], num_frames, num_inference_steps,
+              guidance_scale, negative_prompt: str | None = None, height=None, width=None, seed=None,
+              scheduler: str | None = "ddim", context_length=None, context_overlap=None, free_init_iters=0,
+              motion_strength=1.0, decode_chunk_size=None, labels: Mapping[str, str] | None = None,
+              limits: OptionLimits = NO_LIMITS) -> GenerateOptions:
+        """Check and normalise every option that needs no model.
+
+        ``prompt`` is one prompt, or prompt travel (a frame→prompt map, ``"FRAME: text"`` items, or text with
+        one ``FRAME: text`` per line); ``height``/``width`` ``None`` = the base's size; ``seed`` ``None`` = a
+        new random seed; ``context_length`` ``None`` = windows only beyond the motion module's frame cap.
+        ``labels`` maps parameter names to the names errors use; ``limits`` are a server's extra bounds.
+        """
+        n, lim = _Labels(labels), limits
+        text = _text_length(prompt)
+        if lim.max_prompt_chars is not None and text > lim.max_prompt_chars:
+            raise MotionAdapterError(f"{n('prompt')}: expected at most {lim.max_prompt_chars} characters, "
+                                     f"found {text}")
+        parsed = parse_prompts(prompt, n("prompt"))
+        if lim.require_prompt and not parsed:
+            raise MotionAdapterError(f"{n('prompt')}: expected some text, found none")
+        frames = whole_number(n("num_frames"), num_frames, 1, lim.max_frames)
         if isinstance(parsed, dict) and max(parsed) >= frames:
-            raise MotionAdapterError(
-                f"prompt travel: expected frame indices below num_frames {frames}, found {max(parsed)}")
-        chunk = kw.get("decode_chunk_size")
-        if chunk is not None:
-            chunk = _int("decode_chunk_size", chunk, 1)
-        return cls(prompt=parsed, negative_prompt=kw.get("negative_prompt"), num_frames=frames, height=height,
-                   width=width, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
-                   scheduler=canonical_name(kw["scheduler"] or "ddim"), context_length=ctx,
-                   context_overlap=overlap if ctx is not None else None, free_init_iters=free_init,
-                   motion_strength=strength, decode_chunk_size=chunk)
+            raise MotionAdapterError(f"{n('prompt')}: expected prompt-travel frame indices below "
+                                     f"{n('num_frames')} {frames}, found {max(parsed)}")
+        ctx = _optional(whole_number, n("context_length"), context_length, 2, lim.max_frames)
+        overlap = _optional(whole_number, n("context_overlap"), context_overlap, 0, lim.max_frames)
+        if ctx is not None and overlap is not None:
+            _check_overlap(n, ctx, overlap)
+        return cls(
+            prompt=parsed,
+            negative_prompt=_negative_prompt(n("negative_prompt"), negative_prompt, lim.max_prompt_chars),
+            num_frames=frames,
+            height=_optional(_size, n("height"), height, lim.max_size),
+            width=_optional(_size, n("width"), width, lim.max_size),
+            num_inference_steps=whole_number(n("num_inference_steps"), num_inference_steps, 1, lim.max_steps),
+            guidance_scale=finite_number(n("guidance_scale"), guidance_scale, 0.0, lim.max_guidance),
+            seed=random_seed() if seed is None else whole_number(n("seed"), seed, 0, lim.max_seed),
+            scheduler=canonical_name(scheduler or "ddim", n("scheduler")),
+            context_length=ctx,
+            context_overlap=overlap,
+            free_init_iters=whole_number(n("free_init_iters"), free_init_iters or 0, 0, lim.max_free_init),
+            motion_strength=finite_number(n("motion_strength"), motion_strength, 0, lim.max_motion_strength),
+            decode_chunk_size=_optional(whole_number, n("decode_chunk_size"), decode_chunk_size, 1),
+        )
+
+    def fit(self, *, max_seq: int, sample_size: int,
+            labels: Mapping[str, str] | None = None) -> GenerateOptions:
+        """These options for a motion module capped at ``max_seq`` frames and a base of ``sample_size``
+        pixels: the base's size where none was given, and context windows exactly when the clip is longer
+        than the cap or than an explicit ``context_length`` (overlap default: a quarter of the window)."""
+        n = _Labels(labels)
+        ctx, overlap = self.context_length, self.context_overlap
+        if ctx is not None and ctx > max_seq:
+            raise MotionAdapterError(f"{n('context_length')}: expected at most {max_seq} (the motion "
+                                     f"module's frame cap), found {ctx}")
+        if self.num_frames > max_seq or (ctx is not None and ctx < self.num_frames):
+            ctx = ctx or min(DEFAULT_CONTEXT, max_seq)
+            overlap = ctx // 4 if overlap is None else overlap
+            _check_overlap(n, ctx, overlap)
+        else:
+            ctx = overlap = None
+        return replace(self, height=_size(n("height"), self.height or sample_size),
+                       width=_size(n("width"), self.width or sample_size), context_length=ctx,
+                       context_overlap=overlap)
+
+    @classmethod
+    def validate(cls, *, prompt: str | Mapping[int, str] | Sequence[str], max_seq: int, sample_size: int,
+                 labels: Mapping[str, str] | None = None, **kw) -> GenerateOptions:
+        """:meth:`check` then :meth:`fit`: every option checked, every default filled."""
+        return cls.check(prompt=prompt, labels=labels, **kw).fit(max_seq=max_seq, sample_size=sample_size,
+                                                                  labels=labels)
+
+    def as_kwargs(self) -> dict:
+        """The keyword arguments of ``VideoGenerator.generate`` (checked again there: it is idempotent)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def as_recipe(self) -> dict:
         d = asdict(self)
@@ -77,31 +145,131 @@ class GenerateOptions:
         return d
 
 
-def _int(name: str, value, minimum: int) -> int:
+def check_fps(value, *, labels: Mapping[str, str] | None = None, limits: OptionLimits = NO_LIMITS) -> float:
+    """Frames per second of an output file: positive (within the server's range, if it has one)."""
+    name = _Labels(labels)("fps")
+    if limits.min_fps is not None or limits.max_fps is not None:
+        return finite_number(name, value, limits.min_fps or 0.0, limits.max_fps)
     try:
-        ok = float(value) == int(value)
-        v = int(value)
+        fps = float(value)
     except (TypeError, ValueError):
+        raise MotionAdapterError(f"{name}: expected a positive number, found {value!r}") from None
+    if not math.isfinite(fps) or fps <= 0:
+        raise MotionAdapterError(f"{name}: expected a positive number, found {fps:g}")
+    return fps
+
+
+def parse_lora(text: str) -> tuple[str, float]:
+    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept)."""
+    m = _LORA_WEIGHT.match(text)
+    if m and m.group(1) and not re.match(r"^[A-Za-z]$", m.group(1)):
+        return m.group(1), float(m.group(2))
+    return text, 1.0
+
+
+def check_loras(loras: Iterable[tuple[str | None, object]], *, labels: Mapping[str, str] | None = None,
+                limits: OptionLimits = NO_LIMITS) -> list[tuple[str, float]]:
+    """(source, weight) pairs to stack: weights finite numbers (within the server's bound), each source once.
+
+    Unused slots (source ``None``, ``""`` or ``"none"``) are dropped; errors number the slots from 1.
+    """
+    name = _Labels(labels)("lora")
+    bound = limits.max_lora_weight
+    out: list[tuple[str, float]] = []
+    for i, (source, weight) in enumerate(loras, 1):
+        if source in (None, "", "none"):
+            continue
+        lo, hi = (-math.inf, None) if bound is None else (-bound, bound)
+        out.append((str(source), finite_number(f"{name} {i} weight", weight, lo, hi)))
+    sources = [s for s, _ in out]
+    twice = sorted(s for s in sources if sources.count(s) > 1)
+    if twice:
+        raise MotionAdapterError(f"{name}: expected each LoRA once, found {twice[0]!r} twice")
+    return out
+
+
+def random_seed() -> int:
+    """A new seed in [0, 2³¹) from the OS's randomness (recorded in the recipe, so the clip can be remade)."""
+    return int.from_bytes(os.urandom(4), "little") % (2**31)
+
+
+class _Labels:
+    """Parameter name → the name an error message uses (the parameter itself unless relabelled)."""
+
+    def __init__(self, labels: Mapping[str, str] | None):
+        self.labels = dict(labels or {})
+
+    def __call__(self, param: str) -> str:
+        return self.labels.get(param, param)
+
+
+def _text_length(prompt) -> int:
+    if isinstance(prompt, str):
+        return len(prompt)
+    if isinstance(prompt, Mapping):
+        return sum(len(str(v)) for v in prompt.values())
+    if isinstance(prompt, Sequence):
+        return sum(len(str(p)) for p in prompt)
+    return 0
+
+
+def _negative_prompt(name: str, value, limit: int | None) -> str | None:
+    """A negative prompt without surrounding spaces; blank = none."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise MotionAdapterError(f"{name}: expected text, found {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise MotionAdapterError(f"{name}: expected at most {limit} characters, found {len(value)}")
+    return value.strip() or None
+
+
+def _check_overlap(n: _Labels, ctx: int, overlap: int) -> None:
+    if overlap >= ctx:
+        raise MotionAdapterError(f"{n('context_overlap')}: expected less than {n('context_length')} {ctx}, "
+                                 f"found {overlap}")
+
+
+def _optional(check, name: str, value, *bounds):
+    """``None`` stays ``None`` (a default decided later); anything else is checked."""
+    return None if value is None else check(name, value, *bounds)
+
+
+def whole_number(name: str, value, lo: int, hi: int | None = None) -> int:
+    """A whole number (``8``, ``8.0`` or ``"8"``) from ``lo`` to ``hi``."""
+    try:
+        if isinstance(value, int):
+            v, ok = int(value), True
+        else:
+            v = int(float(value))
+            ok = float(value) == v
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise MotionAdapterError(f"{name}: expected an integer, found {value!r}")
-    if v < minimum:
-        raise MotionAdapterError(f"{name}: expected at least {minimum}, found {v}")
+    if hi is None and v < lo:
+        raise MotionAdapterError(f"{name}: expected at least {lo}, found {v}")
+    if hi is not None and not lo <= v <= hi:
+        raise MotionAdapterError(f"{name}: expected an integer from {lo} to {hi}, found {v}")
     return v
 
 
-def _float(name: str, value, minimum: float) -> float:
+def finite_number(name: str, value, lo: float, hi: float | None = None) -> float:
+    """A finite number from ``lo`` to ``hi``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise MotionAdapterError(f"{name}: expected a number, found {value!r}") from None
-    if v != v or v < minimum:
-        raise MotionAdapterError(f"{name}: expected a number ≥ {minimum}, found {value!r}")
+    if hi is None and (not math.isfinite(v) or v < lo):
+        what = "a finite number" if lo == -math.inf else f"a number ≥ {lo:g}"
+        raise MotionAdapterError(f"{name}: expected {what}, found {value!r}")
+    if hi is not None and (not math.isfinite(v) or not lo <= v <= hi):
+        raise MotionAdapterError(f"{name}: expected a number from {lo:g} to {hi:g}, found {value!r}")
     return v
 
 
-def _size(name: str, value) -> int:
-    v = _int(name, value, 8)
+def _size(name: str, value, hi: int | None = None) -> int:
+    v = whole_number(name, value, 8, hi)
     if v % 8:
         raise MotionAdapterError(f"{name}: expected a multiple of 8 (the VAE downsamples by 8), found {v}")
     return v

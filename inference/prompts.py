@@ -7,45 +7,64 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+import yaml
 
 from motion_adapters.errors import MotionAdapterError
 
 _TRAVEL_RE = re.compile(r"^\s*(\d+)\s*:\s*(.*)$", re.S)
 
 
-def parse_prompts(items: Sequence[str] | str | Mapping[int, str]) -> str | dict[int, str]:
-    """One prompt, or a frame→prompt map from ``"0: a cat"``-style items (prompt travel)."""
-    if isinstance(items, Mapping):
-        return _check_travel({int(k): str(v) for k, v in items.items()})
-    if isinstance(items, str):
-        items = [items]
-    items = list(items)
-    if not items:
-        raise MotionAdapterError("--prompt: expected at least one prompt, found none")
+def parse_prompts(value: str | Sequence[str] | Mapping[int, str], name: str = "prompt") -> str | dict[int, str]:
+    """One prompt, or a frame→prompt map for prompt travel; the only prompt parser (API, CLI and studio).
+
+    Travel is a map, a list of ``"FRAME: text"`` items, or text whose lines are ``FRAME: text`` (a one-line
+    ``"0: a cat"`` is travel too). Otherwise the text's lines are one prompt, joined by spaces (CLIP reads
+    line breaks as spaces anyway). Errors name the parameter as ``name``.
+    """
+    if isinstance(value, Mapping):
+        return _check_travel(name, value)
+    if isinstance(value, str):
+        lines = [ln.strip() for ln in value.splitlines() if ln.strip()]
+        items = lines if len(lines) > 1 and _TRAVEL_RE.match(lines[0]) else [" ".join(lines)]
+    elif isinstance(value, Sequence) and all(isinstance(p, str) for p in value):
+        items = list(value)
+        if not items:
+            raise MotionAdapterError(f"{name}: expected at least one prompt, found none")
+        if len(items) == 1:
+            return parse_prompts(items[0], name)
+    else:
+        raise MotionAdapterError(f"{name}: expected text, 'FRAME: text' items or a frame→text map, "
+                                 f"found {type(value).__name__}")
     matches = [_TRAVEL_RE.match(p) for p in items]
     if len(items) == 1 and not matches[0]:
         return items[0]
     if not all(matches):
         bad = next(p for p, m in zip(items, matches, strict=True) if not m)
         raise MotionAdapterError(
-            f"--prompt: with several prompts each must be 'FRAME: text' (prompt travel), found {bad!r}")
-    return _check_travel({int(m.group(1)): m.group(2).strip() for m in matches})
+            f"{name}: with several prompts each must be 'FRAME: text' (prompt travel), found {bad!r}")
+    return _check_travel(name, {m.group(1): m.group(2).strip() for m in matches})
 
 
 def load_prompt_file(path: str | Path) -> dict[int, str]:
     """A YAML map ``{frame: prompt}`` for prompt travel."""
-    import yaml
-
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, Mapping) or not all(str(k).strip().isdigit() for k in data):
         raise MotionAdapterError(f"{path}: expected a YAML map of frame index to prompt, found {type(data).__name__}")
-    return _check_travel({int(k): str(v) for k, v in data.items()})
+    return _check_travel(str(path), data)
 
 
-def _check_travel(travel: dict[int, str]) -> dict[int, str]:
-    if 0 not in travel:
-        raise MotionAdapterError(f"prompt travel: expected a prompt for frame 0, found frames {sorted(travel)}")
-    return dict(sorted(travel.items()))
+def _check_travel(name: str, travel: Mapping) -> dict[int, str]:
+    """Frame indices (whole numbers ≥ 0, frame 0 among them) to prompts, sorted."""
+    out: dict[int, str] = {}
+    for k, v in travel.items():
+        key = str(k).strip()
+        if not key.isdigit():
+            raise MotionAdapterError(f"{name}: expected prompt-travel frame indices (whole numbers ≥ 0), "
+                                     f"found {k!r}")
+        out[int(key)] = str(v).strip()
+    if 0 not in out:
+        raise MotionAdapterError(f"{name}: expected a prompt-travel prompt for frame 0, found frames {sorted(out)}")
+    return dict(sorted(out.items()))
 
 
 def token_count(tokenizer, text: str) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import AdapterFormatError
+from .errors import AdapterFormatError, MotionAdapterError
 from .formats.ldm import is_ldm_checkpoint, ldm_family, ldm_to_diffusers
 from .io import read_state_dict
 from .kinds import describe_keys
@@ -46,9 +46,13 @@ class BaseWeights:
 
 
 def skeleton_config(component: str) -> dict:
-    """The shipped SD1.5 config (no weights) of ``unet``, ``vae``, ``text_encoder`` or ``scheduler``."""
-    name = "scheduler_config.json" if component == "scheduler" else "config.json"
-    text = resources.files("motion_adapters.assets").joinpath(f"sd15/{component}/{name}").read_text()
+    """The shipped SD1.5 config (no weights) of ``unet``, ``vae`` or ``text_encoder``.
+
+    The sampler's config is :func:`motion_adapters.schedulers.scheduler_config`.
+    """
+    if component not in COMPONENTS:
+        raise MotionAdapterError(f"component: expected one of {', '.join(COMPONENTS)}, found {component!r}")
+    text = resources.files("motion_adapters.assets").joinpath(f"sd15/{component}/config.json").read_text()
     return json.loads(text)
 
 

@@ -27,7 +27,7 @@ def write_models_dir(root: Path) -> Path:
     from motion_adapters.io import read_safetensors, save_safetensors_atomic
     from motion_adapters.loading import load_adapter
     from motion_adapters.registry import model_path
-    from motion_adapters.training.toy_data import write_toy_dataset
+    from tests.tiny_data import write_toy_dataset
 
     g = torch.Generator().manual_seed(0)
     root.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def write_models_dir(root: Path) -> Path:
 
 def write_clips(folder: Path, n: int = 2) -> list[Path]:
     """``n`` short 32-px mp4 clips of a square sliding right."""
-    from motion_adapters.training.toy_data import moving_square, write_video
+    from tests.tiny_data import moving_square, write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     return [write_video(folder / f"clip{i}.mp4", moving_square(10, 32, 2 + i)) for i in range(n)]

@@ -15,6 +15,13 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from motion_adapters.formats.ldm import save_ldm_checkpoint  # noqa: E402
+from motion_adapters.formats.motion_module import diffusers_to_original  # noqa: E402
+from motion_adapters.io import save_pickle_atomic, save_safetensors_atomic  # noqa: E402
+from motion_adapters.shapes.build import build  # noqa: E402
+from motion_adapters.shapes.models import ENV_DIR, is_built, toy_dir  # noqa: E402
+from tests.tiny_models import save_sd_folder, tiny_motion_adapter, tiny_sd_components  # noqa: E402
+
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))  # children inherit the same count
 
 
@@ -34,11 +41,6 @@ class TinyWorld:
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory) -> TinyWorld:
-    from motion_adapters.formats.ldm import save_ldm_checkpoint
-    from motion_adapters.formats.motion_module import diffusers_to_original
-    from motion_adapters.io import save_pickle_atomic, save_safetensors_atomic
-    from motion_adapters.synthetic import save_sd_folder, tiny_motion_adapter, tiny_sd_components
-
     root = tmp_path_factory.mktemp("tiny")
     a = tiny_sd_components(0)
     b = tiny_sd_components(10)
@@ -75,12 +77,8 @@ def tiny(tmp_path_factory) -> TinyWorld:
 @pytest.fixture(scope="session")
 def shapes_world(tmp_path_factory) -> Path:
     """The embedded shapes-world models: the shipped ones when built, else a ``toy build --quick`` (seconds)."""
-    from motion_adapters.shapes.models import is_built, toy_dir
-
     if is_built():
         return toy_dir()
-    from motion_adapters.shapes.build import build
-
     root = tmp_path_factory.mktemp("shapes-world")
     build(out=root / "out", work=root / "work", quick=True, progress=False, log=lambda _m: None)
     return root / "out"
@@ -89,8 +87,6 @@ def shapes_world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def shapes_env(shapes_world):
     """The registry pointed at ``shapes_world`` for a whole test module (servers and training children)."""
-    from motion_adapters.shapes.models import ENV_DIR
-
     mp = pytest.MonkeyPatch()
     mp.setenv(ENV_DIR, str(shapes_world))
     yield shapes_world

@@ -45,15 +45,37 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert ModelLibrary([models], embedded=False).scan()["base"] == 1
 
 
+def test_library_classifies_files_by_the_cores_header_rules(tiny, tmp_path):
+    from motion_adapters.errors import AdapterFormatError
+    from motion_adapters.headers import file_kind, read_keys
+    from motion_adapters.io import read_state_dict
+
+    assert file_kind(tiny.mm_a_orig) == file_kind(tiny.mm_b_ckpt) == file_kind(tiny.mm_v2_ckpt) == "motion_module"
+    assert file_kind(tiny.base_b_ldm) == "sd_checkpoint"
+    keys, metadata = read_keys(tiny.mm_b_ckpt)  # {"state_dict": …, "epoch": 3}: unwrapped as load_adapter does
+    assert metadata == {} and keys == list(read_state_dict(tiny.mm_b_ckpt)[0])
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"GIF89a" + bytes(100))
+    with pytest.raises(AdapterFormatError, match="junk.ckpt: expected a .safetensors file or a torch"):
+        read_keys(junk)
+
+
 def test_generate_requests_are_checked():
     ok = GenerateRequest(base="b", motion="m", prompt=" a cat ", loras=[("", 1.0), ("x", "0.5")], frames=8.0,
                          context_overlap=-1).checked()
-    assert ok.prompt == "a cat" and ok.loras == [("x", 0.5)] and ok.frames == 8 and ok.context_overlap is None
+    assert ok.options.prompt == "a cat" and ok.loras == [("x", 0.5)] and ok.options.num_frames == 8
+    assert ok.options.context_overlap is None and ok.options.context_length is None
+    assert 0 <= ok.options.seed < 2**31  # -1: a random seed, drawn here and recorded in the recipe
+    travel = GenerateRequest(base="b", motion="m", prompt="0: a bud\n\n 4: a rose ", frames=8).checked()
+    assert travel.options.prompt == {0: "a bud", 4: "a rose"}
     for kw, field in [({"frames": 0}, "Frames"), ({"width": 20}, "Width"), ({"steps": "many"}, "Steps"),
                       ({"prompt": ""}, "Prompt"), ({"seed": -5}, "Seed"), ({"scheduler": "x"}, "Scheduler"),
                       ({"fmt": "avi"}, "Format"), ({"loras": [("x", 1), ("x", 0.5)]}, "twice"),
                       ({"loras": [("x", float("inf"))]}, "LoRA 1 weight"), ({"prompt": "x" * 5000}, "Prompt"),
-                      ({"context_length": 1}, "Context length")]:
+                      ({"context_length": 1}, "Context length"), ({"prompt": "0: a\nfive: b"}, "Prompt: .*FRAME"),
+                      ({"prompt": "0: a\n9: b"}, "Prompt: expected prompt-travel frame indices below Frames 8"),
+                      ({"fps": 0.5}, "FPS"), ({"guidance": float("nan")}, "Guidance"),
+                      ({"context_length": 4, "context_overlap": 4}, "Context overlap: expected less than")]:
         with pytest.raises(BadRequest, match=field):
             GenerateRequest(**{"base": "b", "motion": "m", "prompt": "p", **kw}).checked()
 

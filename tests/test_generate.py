@@ -14,9 +14,17 @@ from motion_adapters.cli import main as cli
 from motion_adapters.clips.export import read_embedded, read_frames, read_recipe, to_uint8
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference import VideoGenerator
-from motion_adapters.inference.cli import parse_lora
-from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
+from motion_adapters.inference.options import (
+    GenerateOptions,
+    OptionLimits,
+    check_fps,
+    check_loras,
+    parse_lora,
+)
+from motion_adapters.inference.prompts import parse_prompts
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.tokenizer import clip_tokenizer
+from tests.tiny_models import tiny_motion_adapter, tiny_sd_components
 
 FAST = dict(height=64, width=64, num_inference_steps=2, guidance_scale=7.5, seed=0)
 PROMPT = "a red circle moving left"
@@ -39,7 +47,7 @@ def gen(tiny):
 def ordinary(adapter) -> AnimateDiffPipeline:
     c = tiny_sd_components(0)
     pipe = AnimateDiffPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                               motion_adapter=adapter, scheduler=animatediff_scheduler())
+                               motion_adapter=adapter, scheduler=make_scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -102,7 +110,7 @@ def test_motion_strength(gen, tiny):
     # strength 0 = no temporal mixing: each frame is the plain SD image from that frame's noise
     c = tiny_sd_components(0)
     sd = StableDiffusionPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                                 scheduler=animatediff_scheduler(), safety_checker=None, feature_extractor=None,
+                                 scheduler=make_scheduler("ddim"), safety_checker=None, feature_extractor=None,
                                  requires_safety_checker=False)
     sd.set_progress_bar_config(disable=True)
     noise = torch.randn((1, 4, 4, 8, 8), generator=torch.Generator("cpu").manual_seed(0))
@@ -233,6 +241,84 @@ def test_parse_lora():
     assert parse_lora("zoom.ckpt") == ("zoom.ckpt", 1.0)
     assert parse_lora("C:\\models\\zoom.ckpt") == ("C:\\models\\zoom.ckpt", 1.0)
     assert parse_lora("C:\\models\\zoom.ckpt:-0.5") == ("C:\\models\\zoom.ckpt", -0.5)
+
+
+def test_cli_checks_every_option_before_loading_models(tmp_path, capsys):
+    nowhere = str(tmp_path / "nope")
+    for extra, message in [(["--height", "65"], "height: expected a multiple of 8"),
+                           (["--scheduler", "heun"], "--scheduler: expected one of ddim, euler"),
+                           (["--lora", "a.safetensors", "--lora", "a.safetensors:0.5"], "--lora: expected each LoRA once"),
+                           (["--fps", "-1"], "--fps: expected a positive number, found -1")]:
+        assert cli(["generate", "--base", nowhere, "--motion", nowhere, "--prompt", PROMPT, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "nope" not in err, err
+
+
+@pytest.mark.parametrize("value, parsed", [
+    ("a cat", "a cat"),
+    (" a cat\n  on the beach ", "a cat on the beach"),
+    (["a cat"], "a cat"),
+    ("0: a bud", {0: "a bud"}),
+    ("0: a bud\n\n16: a rose", {0: "a bud", 16: "a rose"}),
+    (["16: a rose", "0:a bud"], {0: "a bud", 16: "a rose"}),
+    ({"16": " a rose", 0: "a bud"}, {0: "a bud", 16: "a rose"}),
+])
+def test_one_prompt_parser(value, parsed):
+    assert parse_prompts(value) == parsed
+
+
+@pytest.mark.parametrize("value, message", [
+    ([], "Prompt: expected at least one prompt, found none"),
+    (["0: a bud", "a rose"], "Prompt: with several prompts each must be 'FRAME: text'"),
+    ("0: a bud\na rose", "Prompt: with several prompts each must be 'FRAME: text'"),
+    ({4: "a rose"}, "Prompt: expected a prompt-travel prompt for frame 0, found frames \\[4\\]"),
+    ({"x": "a rose"}, "Prompt: expected prompt-travel frame indices"),
+    (7, "Prompt: expected text, 'FRAME: text' items or a frame→text map, found int"),
+])
+def test_prompt_parser_errors_name_the_parameter(value, message):
+    with pytest.raises(MotionAdapterError, match=message):
+        parse_prompts(value, "Prompt")
+
+
+def test_generation_options_are_checked_in_one_place():
+    kw = dict(prompt="a cat", num_frames=8, num_inference_steps=2, guidance_scale=7.5)
+    opts = GenerateOptions.check(**kw, seed=None, negative_prompt="  ")
+    assert opts.height is None and opts.context_length is None and opts.negative_prompt is None
+    assert 0 <= opts.seed < 2**31 and opts.scheduler == "ddim" and opts.free_init_iters == 0
+    fitted = opts.fit(max_seq=4, sample_size=64)  # longer than the cap: windows of 4 overlapping by 1
+    assert (fitted.height, fitted.width, fitted.context_length, fitted.context_overlap) == (64, 64, 4, 1)
+    assert GenerateOptions.validate(**fitted.as_kwargs(), max_seq=4, sample_size=64) == fitted  # idempotent
+    short = GenerateOptions.validate(**{**kw, "num_frames": 4}, seed=1, context_overlap=2, max_seq=8, sample_size=32)
+    assert (short.context_length, short.context_overlap, short.height) == (None, None, 32)
+    assert GenerateOptions.check(**kw, scheduler="DPM++ 2M").scheduler == "dpmpp_2m"
+    limits = OptionLimits(max_steps=10, max_size=64)
+    for extra, labels, message in [
+        ({"num_frames": 0}, {"num_frames": "Frames"}, "Frames: expected at least 1, found 0"),
+        ({"num_frames": 2.5}, {}, "num_frames: expected an integer, found 2.5"),
+        ({"num_inference_steps": 11}, {"num_inference_steps": "Steps"}, "Steps: expected an integer from 1 to 10"),
+        ({"height": 72}, {}, "height: expected an integer from 8 to 64, found 72"),
+        ({"guidance_scale": float("inf")}, {}, "guidance_scale: expected a number ≥ 0, found inf"),
+        ({"scheduler": "heun"}, {}, "scheduler: expected one of ddim"),
+        ({"context_length": 4, "context_overlap": 4}, {}, "context_overlap: expected less than context_length 4"),
+        ({"prompt": "0: a\n8: b"}, {}, "prompt: expected prompt-travel frame indices below num_frames 8, found 8"),
+    ]:
+        with pytest.raises(MotionAdapterError, match=message):
+            GenerateOptions.check(**{**kw, **extra}, labels=labels, limits=limits)
+    with pytest.raises(MotionAdapterError, match="context_length: expected at most 4 \\(the motion module's"):
+        GenerateOptions.validate(**kw, context_length=6, max_seq=4, sample_size=64)
+
+
+def test_lora_and_fps_checks():
+    assert check_loras([("a", 1), ("", 2), (None, 1), ("b", "-0.5")]) == [("a", 1.0), ("b", -0.5)]
+    with pytest.raises(MotionAdapterError, match="LoRA 3 weight: expected a number from -2 to 2, found 3"):
+        check_loras([("a", 1), ("", 1), ("b", 3)], labels={"lora": "LoRA"}, limits=OptionLimits(max_lora_weight=2))
+    with pytest.raises(MotionAdapterError, match="lora 1 weight: expected a finite number, found nan"):
+        check_loras([("a", float("nan"))])
+    assert check_fps("12") == 12.0
+    with pytest.raises(MotionAdapterError, match="fps: expected a positive number, found 0"):
+        check_fps(0)
+    with pytest.raises(MotionAdapterError, match="FPS: expected a number from 1 to 60, found 0.5"):
+        check_fps(0.5, labels={"fps": "FPS"}, limits=OptionLimits(min_fps=1, max_fps=60))
 
 
 def test_low_vram_generates_the_same_frames(tiny, gen):

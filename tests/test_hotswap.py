@@ -13,8 +13,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from motion_adapters.errors import AdapterFormatError
 from motion_adapters.inference import VideoGenerator
 from motion_adapters.io import read_state_dict, save_safetensors_atomic
-from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.tokenizer import clip_tokenizer
+from tests.tiny_models import tiny_motion_adapter, tiny_sd_components
 
 PROMPT = "a red circle moving left"
 CALL = dict(num_frames=4, height=64, width=64, num_inference_steps=2, guidance_scale=7.5)
@@ -26,7 +27,7 @@ def ordinary(base_seed: int, adapter) -> AnimateDiffPipeline:
     """The pipeline a diffusers user builds: UNet2D + MotionAdapter → from_unet2d inside the constructor."""
     c = tiny_sd_components(base_seed)
     pipe = AnimateDiffPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                               motion_adapter=adapter, scheduler=animatediff_scheduler())
+                               motion_adapter=adapter, scheduler=make_scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -70,7 +71,7 @@ def test_first_build_does_not_random_initialise(tiny):
     c = tiny_sd_components(0)
     with RandomInitCounter() as theirs:  # the counter does see diffusers' from_unet2d random init
         AnimateDiffPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                            motion_adapter=adapter, scheduler=animatediff_scheduler())
+                            motion_adapter=adapter, scheduler=make_scheduler("ddim"))
     assert theirs.elements > 1_000_000
 
 
@@ -162,7 +163,7 @@ def test_failed_base_swap_leaves_generator_unchanged(gen, tiny, tmp_path, bad):
         from diffusers import UNet2DConditionModel
 
         from motion_adapters.formats.ldm import save_ldm_checkpoint
-        from motion_adapters.synthetic import TINY_UNET
+        from tests.tiny_models import TINY_UNET
 
         c = tiny_sd_components(5)
         wide = UNet2DConditionModel(**{**TINY_UNET, "block_out_channels": (32, 64, 64, 64)})

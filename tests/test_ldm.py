@@ -20,7 +20,7 @@ from motion_adapters.formats.ldm import (
     save_ldm_checkpoint,
 )
 from motion_adapters.io import read_state_dict
-from motion_adapters.synthetic import SDComponents, save_sd_folder, tiny_sd_components
+from tests.tiny_models import SDComponents, save_sd_folder, tiny_sd_components
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 

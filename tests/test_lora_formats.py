@@ -29,8 +29,9 @@ from motion_adapters.formats.lora import (
     to_peft_file_dict,
 )
 from motion_adapters.io import read_state_dict, save_safetensors_atomic
-from motion_adapters.synthetic import animatediff_scheduler, tiny_motion_adapter, tiny_sd_components
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.tokenizer import clip_tokenizer
+from tests.tiny_models import tiny_motion_adapter, tiny_sd_components
 
 MOTION_TARGETS = r".*motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
 SPATIAL_TARGETS = r".*attentions\.\d+\.transformer_blocks\.\d+\.attn[12]\.(to_q|to_k|to_v|to_out\.0)"
@@ -50,7 +51,7 @@ def make_pipe() -> AnimateDiffPipeline:
         tokenizer=clip_tokenizer(),
         unet=c.unet,
         motion_adapter=tiny_motion_adapter(0),
-        scheduler=animatediff_scheduler(),
+        scheduler=make_scheduler("ddim"),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

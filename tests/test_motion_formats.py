@@ -18,7 +18,7 @@ from motion_adapters.formats.motion_module import (
 )
 from motion_adapters.io import read_state_dict, save_safetensors_atomic
 from motion_adapters.loading import inspect_path, load_adapter
-from motion_adapters.synthetic import tiny_motion_adapter
+from tests.tiny_models import tiny_motion_adapter
 
 
 def _no_pe(sd):

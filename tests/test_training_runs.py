@@ -16,7 +16,7 @@ import torch
 
 from motion_adapters.io import read_state_dict
 from motion_adapters.training.config import load_config
-from motion_adapters.training.toy_data import write_toy_dataset
+from tests.tiny_data import write_toy_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")

@@ -17,7 +17,7 @@ from motion_adapters.training.losses import (
     temporal_coherence,
     train_scheduler,
 )
-from motion_adapters.training.toy_data import write_toy_dataset
+from tests.tiny_data import write_toy_dataset
 
 PRESETS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector")
 
@@ -159,7 +159,7 @@ def test_hflip_only_when_asked_and_empty_captions(tiny, toy):
 
 def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
     from motion_adapters.training.data import FailureCounter
-    from motion_adapters.training.toy_data import moving_square, write_video
+    from tests.tiny_data import moving_square, write_video
 
     root = tmp_path / "webvid"
     write_video(root / "00001" / "123.mp4", moving_square(10))

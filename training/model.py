@@ -25,6 +25,7 @@ from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
 from motion_adapters.formats.ours import save_lora, save_motion_module
 from motion_adapters.hub import resolve_source
 from motion_adapters.loading import KIND_MOTION, load_adapter
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import (
     build_motion_unet,
     build_text_encoder,
@@ -33,7 +34,6 @@ from motion_adapters.swap import (
     materialize,
     spatial_tensors,
 )
-from motion_adapters.synthetic import animatediff_scheduler
 from motion_adapters.training.config import ConfigError, TrainConfig
 from motion_adapters.training.params import lora_targets, split_parameters
 from motion_adapters.training.t2i import build_t2i_models
@@ -274,7 +274,7 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
     vae, te = _fp32_vae_text_encoder(tm, cfg)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=te, tokenizer=tm.tokenizer, unet=unet2d,
-        scheduler=animatediff_scheduler(), safety_checker=None, feature_extractor=None,
+        scheduler=make_scheduler("ddim"), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     folder.parent.mkdir(parents=True, exist_ok=True)

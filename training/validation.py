@@ -10,8 +10,8 @@ from diffusers import AnimateDiffPipeline
 from diffusers.utils import export_to_gif
 from PIL import Image
 
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import adapter_view
-from motion_adapters.synthetic import animatediff_scheduler
 from motion_adapters.training.config import ValidationConfig
 
 
@@ -35,7 +35,8 @@ def render_clips(tm, unet, cfg: ValidationConfig, folder: Path, step: int) -> tu
 
 def _render(tm, unet, cfg: ValidationConfig, folder: Path, step: int) -> tuple[list[Path], list[float]]:
     pipe = AnimateDiffPipeline(vae=tm.vae, text_encoder=tm.text_encoder, tokenizer=tm.tokenizer, unet=unet,
-                               motion_adapter=adapter_view(unet, tm.motion.config), scheduler=animatediff_scheduler())
+                               motion_adapter=adapter_view(unet, tm.motion.config),
+                               scheduler=make_scheduler("ddim"))
     pipe.set_progress_bar_config(disable=True)
     folder.mkdir(parents=True, exist_ok=True)
     paths, scores = [], []

@@ -1,4 +1,4 @@
-"""Tiny synthetic captioned datasets (moving squares) in the shared folder format, for tests and smoke runs."""
+"""Test fixture: tiny synthetic captioned datasets (moving squares) in the shared folder format."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 from PIL import Image
 
@@ -33,8 +34,6 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> Path:
         ims = [Image.fromarray(f) for f in frames]
         ims[0].save(path, save_all=True, append_images=ims[1:], duration=1000 // fps, loop=0)
     else:
-        import imageio.v3 as iio
-
         iio.imwrite(path, frames, fps=fps, codec="libx264", macro_block_size=1)
     return path
 

@@ -1,4 +1,5 @@
-"""Random-weight SD1.5-architecture components built from configs, for tests and benchmarks (no download).
+"""Test fixture: random-weight SD1.5-architecture components built from configs, for tests and benchmarks
+(no download).
 
 ``tiny_*`` builders make models small enough for 2-core CI yet keep SD1.5's block layout (4 levels,
 2 layers per block, cross-attention in the first three), so every real key pattern is exercised.
@@ -6,16 +7,15 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
+from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from .tokenizer import clip_tokenizer
+from motion_adapters.schedulers import make_scheduler
+from motion_adapters.tokenizer import clip_tokenizer
 
 TINY_UNET = dict(
     block_out_channels=(32, 32, 64, 64),
@@ -64,14 +64,6 @@ TINY_MOTION = dict(
 )
 
 
-def animatediff_scheduler() -> DDIMScheduler:
-    """DDIM with AnimateDiff's linear betas 0.00085–0.012 (the recommended AnimateDiff sampler)."""
-    cfg = json.loads(
-        resources.files("motion_adapters.assets").joinpath("sd15/scheduler/scheduler_config.json").read_text()
-    )
-    return DDIMScheduler.from_config(cfg)
-
-
 @dataclass
 class SDComponents:
     unet: UNet2DConditionModel
@@ -98,15 +90,12 @@ def tiny_motion_adapter(seed: int = 0, **overrides) -> MotionAdapter:
 
 def save_sd_folder(components: SDComponents, out_dir: str | Path) -> Path:
     """Save components as a diffusers StableDiffusion pipeline folder (the layout model hubs use)."""
-    from diffusers import StableDiffusionPipeline
-
-
     pipe = StableDiffusionPipeline(
         vae=components.vae,
         text_encoder=components.text_encoder,
         tokenizer=clip_tokenizer(),
         unet=components.unet,
-        scheduler=animatediff_scheduler(),
+        scheduler=make_scheduler("ddim"),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
