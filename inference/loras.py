@@ -50,6 +50,18 @@ class LoraSet:
         """Make exactly these LoRAs active at these weights; all files are read and checked before the pipeline
         changes, and an adapter that fails to load is taken out again."""
         items = list((loras or {}).items()) if isinstance(loras, Mapping) or loras is None else list(loras)
+        wanted, new = self._read(pipe, items)
+        self._inject(pipe, new)
+        stale = [k for k in self._loaded if k not in wanted]
+        if stale:
+            pipe.delete_adapters([self._loaded.pop(k).name for k in stale])
+        self._weights = {self._loaded[k].name: w for k, w in wanted.items()}
+        self.apply_weights(pipe)
+
+    def _read(self, pipe: MotionAdaptersPipeline, items: list[tuple[str | Path, float]],
+              ) -> tuple[dict[str, float], list[LoadedLora]]:
+        """``{resolved path: weight}`` of the request, and the files not loaded yet (or changed on disk), read
+        and checked against the live models."""
         wanted: dict[str, float] = {}
         new: list[LoadedLora] = []
         for src, weight in items:
@@ -64,10 +76,13 @@ class LoraSet:
             if entry is None or entry.stamp != stamp:
                 lw = load_adapter(src, expect="lora")
                 check_lora_targets(lw, src, live_modules(pipe))
-                entry = LoadedLora(_adapter_name(src, stamp), str(src), lw, stamp)
-                new.append(entry)
+                new.append(LoadedLora(_adapter_name(src, stamp), str(src), lw, stamp))
             wanted[key] = weight
-        # all files validated: now change the model
+        return wanted, new
+
+    def _inject(self, pipe: MotionAdaptersPipeline, new: list[LoadedLora]) -> None:
+        """Load validated LoRAs as PEFT adapters (replacing older versions of the same file); on failure the
+        adapters injected so far are deleted again."""
         injected: list[str] = []
         try:
             for entry in new:
@@ -83,11 +98,6 @@ class LoraSet:
             for entry in new:
                 self._loaded.pop(str(Path(entry.source).resolve()), None)
             raise
-        stale = [k for k in self._loaded if k not in wanted]
-        if stale:
-            pipe.delete_adapters([self._loaded.pop(k).name for k in stale])
-        self._weights = {self._loaded[k].name: w for k, w in wanted.items()}
-        self.apply_weights(pipe)
 
     def apply_weights(self, pipe: MotionAdaptersPipeline) -> None:
         if self._weights:

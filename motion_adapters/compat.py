@@ -19,6 +19,7 @@ from accelerate.state import AcceleratorState, GradientState
 from diffusers import AnimateDiffPipeline
 from diffusers.loaders import lora_conversion_utils, single_file_utils
 from diffusers.models.attention import BasicTransformerBlock, FreeNoiseTransformerBlock
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from diffusers.utils import state_dict_utils
 from transformers.utils import logging as transformers_logging
 
@@ -87,7 +88,12 @@ def execution_device(pipe: AnimateDiffPipeline) -> torch.device:
     return pipe._execution_device
 
 
-# ------------------------------------------------------------------------------------- diffusers: configs
+# -------------------------------------------------------------------------------------- diffusers: models
+# The class of one motion module (the temporal transformer inside every motion block): diffusers exports it
+# from no public module, yet it is how training tells temporal layers from spatial ones. diffusers 0.42.1.
+MOTION_MODULE_CLASS = AnimateDiffTransformer3D
+
+
 def init_config_keys(model_cls: type) -> set[str]:
     """The config keys ``model_cls.from_config`` takes: its ``__init__`` parameters. diffusers filters configs
     with the private ``ModelMixin._get_signature_keys``; we read the same signature with ``inspect``."""

@@ -160,7 +160,16 @@ def test_execution_device_is_where_the_pipeline_runs():
     assert compat.execution_device(pipe) == torch.device("cpu")
 
 
-# ------------------------------------------------------------------------------------------------ configs
+# ------------------------------------------------------------------------------------------------ models
+def test_motion_module_class_is_what_motion_blocks_hold():
+    adapter = tiny_motion_adapter(0)
+    kinds = {type(m) for block in adapter.down_blocks for m in block.motion_modules}
+    assert kinds == {compat.MOTION_MODULE_CLASS}, changed(f"motion blocks now hold {kinds}")
+    module = adapter.down_blocks[0].motion_modules[0]
+    assert {"proj_in", "transformer_blocks", "proj_out"} <= set(dict(module.named_children())), changed(
+        "a motion module no longer has proj_in / transformer_blocks / proj_out")
+
+
 def test_init_config_keys_are_what_from_config_takes():
     keys = compat.init_config_keys(UNetMotionModel)
     ours = {"motion_num_attention_heads", "motion_max_seq_length", "use_motion_mid_block", "layers_per_block",
