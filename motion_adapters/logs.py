@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from motion_adapters.compat import transformers_root_logger
+
 _NOISE = (
     "requires torchvision (not installed)",  # transformers image processors: we never use them
     "Failed to load CPU gemm_4bit_forward",  # bitsandbytes optional CPU 4-bit kernel: we never use 4-bit
@@ -26,9 +28,7 @@ def setup_cli_logging(verbose: bool = False) -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(noise)
     try:  # transformers and diffusers log through their own handlers
-        import transformers.utils.logging as tl
-
-        for h in tl._get_library_root_logger().handlers:
+        for h in transformers_root_logger().handlers:
             h.addFilter(noise)
     except Exception:  # pragma: no cover - logging tweaks must never break the CLI
         pass

@@ -16,6 +16,7 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, MotionAdapter, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .compat import init_config_keys
 from .errors import AdapterFormatError
 from .formats.motion_module import MotionModuleWeights, is_pe_key
 
@@ -52,8 +53,8 @@ def motion_unet_config(unet_config: Mapping, motion_config: Mapping) -> dict:
         cfg["in_channels"] = motion_config["conv_in_channels"]
     if not cfg.get("num_attention_heads"):
         cfg["num_attention_heads"] = cfg["attention_head_dim"]
-    expected, optional = UNetMotionModel._get_signature_keys(UNetMotionModel)
-    return {k: v for k, v in cfg.items() if k in expected or k in optional}
+    keys = init_config_keys(UNetMotionModel)
+    return {k: v for k, v in cfg.items() if k in keys}
 
 
 def check_motion_fits_base(mm: MotionModuleWeights, unet_config: Mapping, source) -> None:

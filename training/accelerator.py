@@ -6,16 +6,14 @@ import os
 
 import torch
 
+from motion_adapters.compat import reset_accelerate_state
 from motion_adapters.training.config import ConfigError, TrainConfig
 
 
 def _reset_accelerate_state() -> None:
     """Allow several in-process runs (tests) with different settings; a no-op under torchrun."""
-    from accelerate.state import AcceleratorState, GradientState
-
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+        reset_accelerate_state()
 
 
 def make_accelerator(cfg: TrainConfig):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..compat import convert_ldm_clip, convert_ldm_unet, convert_ldm_vae
 from ..errors import AdapterFormatError
 from ..io import save_safetensors_atomic
 
@@ -136,12 +137,6 @@ def ldm_to_diffusers(
     A component is left out when the file lacks it (e.g. no VAE). EMA copies (``model_ema.``) are ignored.
     The text encoder comes out in transformers 5.x's flattened ``CLIPTextModel`` layout (no ``text_model.``).
     """
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_clip_checkpoint,
-        convert_ldm_unet_checkpoint,
-        convert_ldm_vae_checkpoint,
-    )
-
     unet_keys = {k: v for k, v in state_dict.items() if k.startswith(LDM_UNET_PREFIX)}
     if not unet_keys:
         sample = ", ".join(sorted(state_dict)[:3]) or "no tensors at all"
@@ -165,20 +160,20 @@ def ldm_to_diffusers(
     # Only the UNet keys are handed over: with >100 `model_ema*` keys diffusers would log an EMA warning.
     out: dict[str, dict[str, Tensor]] = {
         "unet": _converted_all(
-            "UNet", len(unet_keys), convert_ldm_unet_checkpoint(unet_keys, unet_config), source
+            "UNet", len(unet_keys), convert_ldm_unet(unet_keys, unet_config), source
         )
     }
 
     vae_keys = {k: v for k, v in state_dict.items() if k.startswith(LDM_VAE_PREFIX)}
     if vae_keys:
-        vae = convert_ldm_vae_checkpoint(vae_keys, dict(vae_config))
+        vae = convert_ldm_vae(vae_keys, dict(vae_config))
         out["vae"] = _converted_all("VAE", len(vae_keys), vae, source)
 
     text_keys = {
         k: v for k, v in state_dict.items() if k.startswith(LDM_TEXT_PREFIX) and not k.endswith(_POSITION_IDS)
     }
     if text_keys:
-        clip = convert_ldm_clip_checkpoint(text_keys)
+        clip = convert_ldm_clip(text_keys)
         # transformers >= 5.6 flattened CLIPTextModel: its keys no longer start with `text_model.`.
         out["text_encoder"] = {k.removeprefix("text_model."): v for k, v in clip.items()}
     return out

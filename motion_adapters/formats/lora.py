@@ -26,6 +26,12 @@ from types import SimpleNamespace
 
 import torch
 
+from ..compat import (
+    kohya_lora_to_diffusers,
+    ldm_lora_blocks_to_diffusers,
+    text_encoder_lora_to_peft,
+    unet_lora_to_peft,
+)
 from ..errors import AdapterFormatError
 
 __all__ = [
@@ -387,11 +393,6 @@ _SD15_UNET_CONFIG = SimpleNamespace(layers_per_block=2)
 
 def _kohya_to_processor_dict(state_dict: Mapping[str, torch.Tensor], source) -> dict[str, torch.Tensor]:
     """kohya → diffusers keys with diffusers' own converter, after folding ``alpha / rank`` into ``lora_up``."""
-    from diffusers.loaders.lora_conversion_utils import (
-        _convert_non_diffusers_lora_to_diffusers,
-        _maybe_map_sgm_blocks_to_diffusers,
-    )
-
     sd: dict[str, torch.Tensor] = {}
     names: dict[str, dict[str, str]] = {}
     for key in state_dict:
@@ -437,8 +438,8 @@ def _kohya_to_processor_dict(state_dict: Mapping[str, torch.Tensor], source) -> 
         sd[parts["lora_up.weight"]] = up
     try:
         if any(p in k for k in sd for p in ("input_blocks", "middle_block", "output_blocks")):
-            sd = _maybe_map_sgm_blocks_to_diffusers(sd, _SD15_UNET_CONFIG)
-        converted, _alphas = _convert_non_diffusers_lora_to_diffusers(sd)
+            sd = ldm_lora_blocks_to_diffusers(sd, _SD15_UNET_CONFIG)
+        converted, _alphas = kohya_lora_to_diffusers(sd)
     except (ValueError, KeyError) as e:
         raise AdapterFormatError(source, "a kohya LoRA diffusers can convert", f"{e}") from e
     if any(k.startswith("text_encoder_2.") for k in converted):
@@ -453,20 +454,11 @@ def _kohya_to_processor_dict(state_dict: Mapping[str, torch.Tensor], source) -> 
 
 def _kohya_to_peft(converted: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers' processor-style output of the kohya converter → PEFT keys, via diffusers' own tables."""
-    from diffusers.utils.state_dict_utils import (
-        StateDictType,
-        convert_state_dict_to_diffusers,
-        convert_state_dict_to_peft,
-        convert_unet_state_dict_to_peft,
-    )
-
     unet = {k[len("unet.") :]: v for k, v in converted.items() if k.startswith("unet.")}
     te = {k[len("text_encoder.") :]: v for k, v in converted.items() if k.startswith("text_encoder.")}
-    out = {f"unet.{k}": v for k, v in convert_unet_state_dict_to_peft(unet).items()}
+    out = {f"unet.{k}": v for k, v in unet_lora_to_peft(unet).items()}
     if te:
-        te = convert_state_dict_to_diffusers(te, original_type=StateDictType.DIFFUSERS_OLD)
-        te = convert_state_dict_to_peft(te, original_type=StateDictType.DIFFUSERS)
-        out.update({f"text_encoder.{k}": v for k, v in te.items()})
+        out.update({f"text_encoder.{k}": v for k, v in text_encoder_lora_to_peft(te).items()})
     return out
 
 

@@ -1,0 +1,105 @@
+"""One generation: options with the base's defaults → validated options → one pipeline call.
+
+Each optional feature of a call is a *call part*: a context manager ``part(pipe, opts, kwargs)`` that adds its
+pipeline arguments to ``kwargs`` and switches its pipeline state on for the call, and off again afterwards
+(even when the call fails). New inputs (video, control, image prompts) plug in as new parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from motion_adapters.clips.recipe import model_entry, toolkit_version
+from motion_adapters.compat import execution_device
+from motion_adapters.inference.options import GenerateOptions
+from motion_adapters.inference.pipeline import MotionAdaptersPipeline
+from motion_adapters.inference.prompts import encode_long, token_count
+from motion_adapters.inference.schedulers import make_scheduler
+from motion_adapters.inference.windows import uses_free_noise
+
+CallPart = Callable[[MotionAdaptersPipeline, GenerateOptions, dict], AbstractContextManager[None]]
+FALLBACK_DEFAULTS = {"num_frames": 16, "num_inference_steps": 25, "guidance_scale": 7.5}
+
+
+@dataclass
+class GenerationResult:
+    """Frames as float32 (F, H, W, 3) in [0, 1], and the recipe that made them."""
+
+    frames: np.ndarray
+    recipe: dict = field(default_factory=dict)
+
+
+def with_defaults(defaults: Mapping, **options) -> dict:
+    """Options left ``None`` take the base's registered defaults, else 16 frames, 25 steps, guidance 7.5 (and
+    the base's own size, filled in by validation)."""
+    return {k: v if v is not None else defaults.get(k, FALLBACK_DEFAULTS.get(k)) for k, v in options.items()}
+
+
+def call_kwargs(opts: GenerateOptions, low_vram: bool) -> dict:
+    """The pipeline arguments every call has: size, steps, guidance, CPU-seeded noise, decoding chunk."""
+    return dict(num_frames=opts.num_frames, height=opts.height, width=opts.width,
+                num_inference_steps=opts.num_inference_steps, guidance_scale=opts.guidance_scale,
+                generator=torch.Generator("cpu").manual_seed(opts.seed), output_type="np",
+                decode_chunk_size=opts.decode_chunk_size or (2 if low_vram else 16))
+
+
+def run_pipeline(pipe: MotionAdaptersPipeline, opts: GenerateOptions, parts: Sequence[CallPart], *,
+                 low_vram: bool, progress: bool) -> np.ndarray:
+    """One pipeline call with ``parts`` switched on around it; frames as float32 (F, H, W, 3)."""
+    pipe.scheduler = make_scheduler(opts.scheduler)
+    pipe.set_progress_bar_config(disable=not progress)
+    kwargs = call_kwargs(opts, low_vram)
+    with ExitStack() as stack:
+        for part in parts:
+            stack.enter_context(part(pipe, opts, kwargs))
+        out = pipe(**kwargs)
+    return np.asarray(out.frames[0], dtype=np.float32)
+
+
+@contextmanager
+def prompt_inputs(pipe: MotionAdaptersPipeline, opts: GenerateOptions, kwargs: dict) -> Iterator[None]:
+    """Prompts as text, or as chunked embeddings when one is longer than the tokenizer's 77 tokens (prompt
+    travel and context windows encode long prompts in the pipeline's FreeNoise encoder instead)."""
+    texts = [opts.prompt, opts.negative_prompt or ""]
+    if not uses_free_noise(opts) and needs_long_encoding(pipe, texts):
+        emb = encode_long(pipe, texts, execution_device(pipe))
+        kwargs.update(prompt_embeds=emb[:1], negative_prompt_embeds=emb[1:])
+    else:
+        kwargs.update(prompt=opts.prompt, negative_prompt=opts.negative_prompt)
+    yield
+
+
+def needs_long_encoding(pipe: MotionAdaptersPipeline, texts: Sequence[str]) -> bool:
+    limit = pipe.tokenizer.model_max_length - 2
+    return any(token_count(pipe.tokenizer, t) > limit for t in texts if t)
+
+
+@contextmanager
+def free_init(pipe: MotionAdaptersPipeline, opts: GenerateOptions, _kwargs: dict) -> Iterator[None]:
+    """FreeInit noise re-initialisation (``free_init_iters`` rounds) for one call."""
+    if not opts.free_init_iters:
+        yield
+        return
+    pipe.enable_free_init(num_iters=opts.free_init_iters, use_fast_sampling=False, method="butterworth")
+    try:
+        yield
+    finally:
+        pipe.disable_free_init()
+
+
+def make_recipe(opts: GenerateOptions, frames: np.ndarray, *, base_source: str, motion_source: str,
+                loras: Mapping[str, float], device: str, dtype: torch.dtype) -> dict:
+    """Everything that reproduces the clip: options, output size, models (hashes), LoRA weights, device."""
+    recipe = opts.as_recipe()
+    recipe.update(
+        height=int(frames.shape[1]), width=int(frames.shape[2]),
+        base=model_entry(base_source), motion=model_entry(motion_source),
+        loras=[{**(model_entry(source) or {}), "weight": weight} for source, weight in loras.items()],
+        device=str(device), dtype=str(dtype).replace("torch.", ""), toolkit=toolkit_version(),
+    )
+    return recipe
