@@ -36,7 +36,7 @@ class StudioConfig:
     queue_size: int = 16               # waiting requests; more are refused with "queue is full"
     max_upload_mb: float = 200.0
     keep_outputs: int = 200            # generations kept in the output folder (oldest removed)
-    embedded: bool = True              # offer the embedded shapes-world models
+    embedded: bool = True              # offer the embedded (registered) models
 
     def __post_init__(self) -> None:
         self.models_dirs = [Path(d).expanduser().resolve() for d in self.models_dirs]

@@ -30,7 +30,7 @@ def preset_values(preset: str) -> dict:
 
 
 def train_defaults(preset: str, base_registered: str | None = None) -> dict:
-    """The Train tab's defaults for a preset; the embedded shapes world trains at its own 32 px × 8 frames."""
+    """The Train tab's defaults for a preset; an embedded base trains at its own registered size and frame count."""
     if preset not in TRAIN_TASKS:
         raise BadRequest(f"Preset: expected one of {', '.join(TRAIN_TASKS)}, found {preset!r}")
     v = preset_values(preset)

@@ -145,7 +145,7 @@ class Dropdowns:
 
 
 def default_models(library: ModelLibrary) -> tuple[str | None, str]:
-    """The initial base and motion module: the embedded shapes world when present, else the first found."""
+    """The initial base and motion module: the registered defaults when present, else the first found."""
 
     bases, motions = library.names(BASE), library.names(MOTION)
     default_base = registry.default("base")

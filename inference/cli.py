@@ -48,13 +48,13 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--negative-prompt", metavar="TEXT", help="what to steer away from (default: none)")
     g = p.add_argument_group("models")
     g.add_argument("--base", help="SD1.5 base: diffusers folder, single-file .safetensors/.ckpt, a registered "
-                   "name (`motion-adapters models`: shapes-base, shapes-navy …), or a Hub id (online only); "
-                   "default: the embedded shapes-base when built")
+                   "name (`motion-adapters models`), or a Hub id (online only); default: the embedded default "
+                   "base when built")
     g.add_argument("--base-config", metavar="DIR", help="diffusers folder describing a single-file base that is "
                    "not standard SD1.5")
     g.add_argument("--motion", help="motion module: any AnimateDiff layout (v1/v2/v3, .ckpt/.safetensors, "
                    "diffusers folder) or a registered name; 'none' = no motion module (independent frames); "
-                   "default with a shapes-world base: shapes-motion")
+                   "default with an embedded base: the motion module registered with it")
     g.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]", default=None,
                    help="motion or spatial LoRA (recognised from the file), weight default 1.0; repeatable")
     g = p.add_argument_group("clip")

@@ -61,7 +61,7 @@ class VideoGenerator:
                  device: str | None = None, dtype: str | torch.dtype | None = None,
                  base_config: str | Path | None = None, low_vram: bool = False):
         """``base`` / ``motion``: paths, Hub ids or registered names (``motion-adapters models``); without
-        them the embedded ``shapes-base`` + ``shapes-motion``. ``motion=None`` (or ``"none"``): no motion module
+        them the registered default base and its motion module (``motion_adapters.registry.default``). ``motion=None`` (or ``"none"``): no motion module
         (an all-zero identity module: every frame is denoised independently, exactly per-frame SD).
         ``base_config``: a diffusers folder describing a single-file base that is not standard SD1.5
         (registered single-file bases bring their own). ``low_vram``: model CPU offload (CUDA), VAE slicing
@@ -138,8 +138,8 @@ class VideoGenerator:
         windows of ``context_length`` frames overlapping by ``context_overlap``. ``motion_strength`` scales the
         motion modules' residual (0 = independent frames, 1 = as trained, > 1 exaggerates). Prompts longer
         than 77 tokens are encoded in chunks. Noise comes from a CPU generator: a seed gives the same clip on
-        any device. Options left ``None`` take the base's registered defaults (``generation_defaults``: the
-        shapes world's 32×32, 8 frames …), else 16 frames, 25 steps, guidance 7.5 and the base's size.
+        any device. Options left ``None`` take the base's registered defaults (``generation_defaults``: an
+        embedded model's own size, frames …), else 16 frames, 25 steps, guidance 7.5 and the base's size.
         """
         sized = with_defaults(self.generation_defaults, num_frames=num_frames, height=height, width=width,
                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)

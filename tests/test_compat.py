@@ -21,14 +21,10 @@ from diffusers.pipelines import free_noise_utils
 
 from motion_adapters import compat
 from motion_adapters.inference.pipeline import MotionAdaptersPipeline
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import motion_unet_config
-from motion_adapters.synthetic import (
-    TINY_UNET,
-    animatediff_scheduler,
-    tiny_motion_adapter,
-    tiny_sd_components,
-)
 from motion_adapters.tokenizer import clip_tokenizer
+from tests.tiny_models import TINY_UNET, tiny_motion_adapter, tiny_sd_components
 
 
 def changed(what: str) -> str:
@@ -156,7 +152,7 @@ def test_execution_device_is_where_the_pipeline_runs():
         "DiffusionPipeline._execution_device is no longer a property")
     c = tiny_sd_components(0)
     pipe = AnimateDiffPipeline(vae=c.vae, text_encoder=c.text_encoder, tokenizer=clip_tokenizer(), unet=c.unet,
-                               motion_adapter=tiny_motion_adapter(0), scheduler=animatediff_scheduler())
+                               motion_adapter=tiny_motion_adapter(0), scheduler=make_scheduler())
     assert compat.execution_device(pipe) == torch.device("cpu")
 
 

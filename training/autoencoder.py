@@ -1,4 +1,4 @@
-"""Task ``vae``: train an ``AutoencoderKL`` from scratch on images (the shapes world's 4× VAE).
+"""Task ``vae``: train an ``AutoencoderKL`` from scratch on images (e.g. a small 4× VAE).
 
 The loss is the reconstruction error of ``decode(mean + latent_noise·ε)``: the encoder's mean plus a little
 fixed noise keeps the decoder robust to the diffusion model's imperfect latents while the KL term stays off

@@ -6,7 +6,7 @@ import argparse
 
 import yaml
 
-from motion_adapters.training.config import load_config
+from motion_adapters.training.config import PRESET_DIR, load_config
 from motion_adapters.training.trainer import train
 
 
@@ -24,8 +24,9 @@ def add_train_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a motion module, MotionLoRA, spatial LoRA, spatial finetune, text-to-image base or VAE",
         description="Train from one YAML config (a path, or a preset name: motion, motion_lora, spatial_lora, "
-        "spatial_full, joint, motiondirector; tasks t2i and vae: see the shapes world's shapes/configs/). Runs under accelerate: single process, or multi-GPU / multi-node "
-        "with `accelerate launch --config_file configs/accelerate/ddp.yaml -m motion_adapters.cli train ...` "
+        "spatial_full, joint, motiondirector, shipped in " + str(PRESET_DIR) + "; tasks t2i and vae: docs/training.md). "
+        "Runs under accelerate: single process, or multi-GPU / multi-node with `accelerate launch --config_file "
+        + str(PRESET_DIR / "accelerate" / "ddp.yaml") + " -m motion_adapters.cli train ...` "
         "or torchrun. Checkpoints go to OUTPUT_DIR/checkpoints (atomic); adapters to OUTPUT_DIR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

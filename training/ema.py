@@ -1,6 +1,6 @@
 """Exponential moving average of the trained parameters (exported instead of the raw weights when on).
 
-Why not ``diffusers.training_utils.EMAModel``: it cannot reproduce these numbers, and the shipped shapes-world
+Why not ``diffusers.training_utils.EMAModel``: it cannot reproduce these numbers, and the shipped embedded
 models were trained with this EMA (a rebuild from scratch reproduces them bitwise), so switching would change
 the results of every run with ``optim.ema_decay``:
 

@@ -1,8 +1,7 @@
 """Task ``t2i``: text-to-image training of a UNet2DConditionModel (+ optionally its CLIP text encoder).
 
 From scratch (``model.unet_config`` set): a new UNet and text encoder on top of a trained VAE
-(``model.vae``, e.g. the output of task ``vae``) and a tokenizer (``model.tokenizer``; ``shapes`` writes the
-shapes-world tokenizer). Otherwise a DreamBooth-style finetune of every UNet weight of ``model.base``
+(``model.vae``, e.g. the output of task ``vae``) and a CLIP tokenizer folder (``model.tokenizer``). Otherwise a DreamBooth-style finetune of every UNet weight of ``model.base``
 (a personalised "community" checkpoint). Either way the result is a diffusers SD folder ``base/`` (and with
 ``run.export_ldm`` a single-file LDM ``model.safetensors``).
 """
