@@ -16,9 +16,9 @@ from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.formats.motion_module import MotionModuleWeights
 from motion_adapters.hub import resolve_source
 from motion_adapters.inference.pipeline import MotionAdaptersPipeline
-from motion_adapters.inference.schedulers import make_scheduler
 from motion_adapters.loading import KIND_MOTION, KIND_SD, load_adapter
 from motion_adapters.registry import base_config_for, is_registered
+from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import (
     adapter_view,
     build_motion_unet,

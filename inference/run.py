@@ -19,8 +19,8 @@ from motion_adapters.compat import execution_device
 from motion_adapters.inference.options import GenerateOptions
 from motion_adapters.inference.pipeline import MotionAdaptersPipeline
 from motion_adapters.inference.prompts import encode_long, token_count
-from motion_adapters.inference.schedulers import make_scheduler
 from motion_adapters.inference.windows import uses_free_noise
+from motion_adapters.schedulers import make_scheduler
 
 CallPart = Callable[[MotionAdaptersPipeline, GenerateOptions, dict], AbstractContextManager[None]]
 FALLBACK_DEFAULTS = {"num_frames": 16, "num_inference_steps": 25, "guidance_scale": 7.5}
