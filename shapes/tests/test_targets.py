@@ -54,7 +54,7 @@ def test_without_the_module_frames_do_not_move_coherently(result):
 
 @pytest.mark.parametrize("arm", [
     pytest.param("navy+motion", marks=pytest.mark.xfail(strict=True, reason="the motion module does not move "
-                                                        "navy content (README: known failure)")),
+                                                        "navy content (docs/shapes-world.md: known limitation)")),
     "paper+motion"])
 def test_personalised_checkpoints_keep_their_look_and_the_motion(result, arm):
     assert rate(result, arm, "look") >= 7 / N
