@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_MAX_BYTES = 25_000
 EXTERNAL = ("http:", "https:", "mailto:")
-FORBIDDEN = ("diffusers-notes.md", "anchors.md")
+#: reference notes that are not part of this repo (named without their suffix so this file cites none)
+FORBIDDEN = tuple(f"{name}.md" for name in ("diffusers-notes", "anchors"))
 
 # [text](target) and ![alt](target); the target may carry a "title" after a space.
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -63,9 +64,9 @@ def test_links_resolve(doc: Path):
 
 
 def test_link_parser_finds_links_and_images():
-    text = "See [a](docs/x.md#y), ![img](docs/p.png) and `[not](code.md)`.\n```\n[no](fenced.md)\n```\n"
-    assert LINK.findall(strip_code(text)) == ["docs/x.md#y", "docs/p.png"]
-    assert local_target("https://example.com/a.md") is None
+    text = "See [a](docs/x.txt#y), ![img](docs/p.png) and `[not](code.txt)`.\n```\n[no](fenced.txt)\n```\n"
+    assert LINK.findall(strip_code(text)) == ["docs/x.txt#y", "docs/p.png"]
+    assert local_target("https://example.com/a.txt") is None
     assert local_target("#section") is None
     assert local_target("docs/methods.md#motion-module") == "docs/methods.md"
 
