@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from PIL import Image, PngImagePlugin
 
 from motion_adapters.clips.recipe import RECIPE_KEY, dumps
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.files import atomic_dir, atomic_file, only_names
 
 VIDEO_SUFFIXES = (".gif", ".mp4", ".webm", ".webp")
 _EXIF_DESCRIPTION = 0x010E
@@ -40,29 +39,28 @@ def check_output_path(out: str | Path) -> Path:
 
 
 def write_clip(frames: np.ndarray, out: str | Path, fps: float = 8.0, recipe: dict | None = None) -> Path:
-    """Write frames (F, H, W, 3) to ``out`` with the recipe embedded and in a sidecar JSON. Atomic."""
+    """Write frames (F, H, W, 3) to ``out`` with the recipe embedded and in a sidecar JSON. Atomic: a clip
+    file is renamed into place; a PNG-frame folder is written beside and swapped in whole (an existing one
+    only if it holds nothing but frames and a recipe). Whether an existing ``out`` may be replaced at all is
+    the caller's decision (the CLI refuses without ``--overwrite``)."""
     out = check_output_path(out)
     data = to_uint8(np.asarray(frames))
     text = dumps(recipe or {})
-    out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if suffix == "":
-        _write_png_folder(data, out, text)
+        atomic_dir(out, lambda tmp: _write_png_folder(data, tmp, text), overwrite=True, label="out",
+                   replaceable=is_frame_folder)
     else:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
-        os.close(fd)
-        try:
-            {".gif": _write_gif, ".webp": _write_webp, ".mp4": _write_ffmpeg, ".webm": _write_ffmpeg}[suffix](
-                data, Path(tmp), fps, text)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    side = sidecar_path(out)
-    tmp_side = side.with_name(f".{side.name}.tmp")
-    tmp_side.write_text(json.dumps(recipe or {}, indent=2, sort_keys=True, ensure_ascii=False))
-    os.replace(tmp_side, side)
+        writer = {".gif": _write_gif, ".webp": _write_webp, ".mp4": _write_ffmpeg, ".webm": _write_ffmpeg}[suffix]
+        with atomic_file(out) as tmp:
+            writer(data, tmp, fps, text)
+    with atomic_file(sidecar_path(out)) as tmp:
+        tmp.write_text(json.dumps(recipe or {}, indent=2, sort_keys=True, ensure_ascii=False))
     return out
+
+
+FRAME_NAME = re.compile(r"\d{4,}\.png")
+is_frame_folder = only_names({"recipe.json"}, FRAME_NAME.pattern)
 
 
 def _pil_frames(data: np.ndarray) -> list[Image.Image]:
@@ -99,14 +97,11 @@ def _write_ffmpeg(data, path: Path, fps: float, text: str) -> None:
             w.append_data(f)
 
 
-def _write_png_folder(data, out: Path, text: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_png_folder(data, folder: Path, text: str) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_itxt(RECIPE_KEY, text)
     for i, f in enumerate(data):
-        tmp = out / f".{i:04d}.png.tmp"
-        Image.fromarray(f).save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, out / f"{i:04d}.png")
+        Image.fromarray(f).save(folder / f"{i:04d}.png", format="PNG", pnginfo=info)
 
 
 def read_frames(path: str | Path) -> np.ndarray:

@@ -9,12 +9,21 @@ import time
 from pathlib import Path
 
 from motion_adapters import registry
-from motion_adapters.clips.export import check_output_path, read_recipe, write_clip
+from motion_adapters.clips.export import (
+    check_output_path,
+    is_frame_folder,
+    read_recipe,
+    sidecar_path,
+    write_clip,
+)
 from motion_adapters.clips.recipe import file_hash
-from motion_adapters.errors import MotionAdapterError
+from motion_adapters.errors import AdapterFormatError, MotionAdapterError
+from motion_adapters.files import check_destination
+from motion_adapters.headers import file_kind
 from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.inference.options import GenerateOptions, check_fps, check_loras, parse_lora
 from motion_adapters.inference.prompts import load_prompt_file
+from motion_adapters.kinds import KIND_SD
 from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -64,7 +73,10 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--width", type=int, help="width in pixels, a multiple of 8 (default: the base's size)")
     g.add_argument("--fps", type=float, help=f"frames per second of the output (default {DEFAULTS['fps']:g})")
     g.add_argument("--out", help="output: .gif, .mp4, .webm, .webp, or a folder for PNG frames "
-                   "(default: outputs/<seed>-<prompt>.gif)")
+                   "(default: outputs/<seed>-<prompt>.gif, numbered so no earlier clip is replaced); an existing "
+                   "file or folder is refused unless --overwrite")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out (a PNG-frame folder is "
+                   "replaced whole; a folder holding other files never is)")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help=f"denoising steps (default {DEFAULTS['steps']})")
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {DEFAULTS['guidance']})")
@@ -130,21 +142,63 @@ def _default_out(seed: int, prompt) -> Path:
     return Path("outputs") / f"{seed}-{slug}.gif"
 
 
-def _models(args) -> tuple[str, str | None]:
-    """(base, motion) from the flags: the registered defaults when built, ``--motion none`` → None."""
-    base, motion = args.base, args.motion
-    if base is None:
-        default = registry.default("base")
-        if default is None or not registry.is_available(default):
-            hint = f" (the embedded default {default} is not built: {registry.get(default).build_hint})" \
-                if default else ""
-            raise MotionAdapterError(f"--base: expected a model path or registered name, found none{hint}")
-        base = default
+def _base(args) -> str:
+    """The base from the flags: the registered default when built."""
+    if args.base is not None:
+        return args.base
+    default = registry.default("base")
+    if default is None or not registry.is_available(default):
+        hint = f" (the embedded default {default} is not built: {registry.get(default).build_hint})" \
+            if default else ""
+        raise MotionAdapterError(f"--base: expected a model path or registered name, found none{hint}")
+    return default
+
+
+def _motion(args, base: str) -> str | None:
+    """The motion module from the flags (``--motion none`` → None), else the one registered with the base;
+    a base given as a path is checked first, so a wrong --base is not blamed on --motion."""
+    if not registry.is_registered(base):
+        _check_base(base)
+    motion = args.motion
     if motion is None:
         motion = registry.default_motion_for(base)
         if motion is None or not registry.is_available(motion):
-            raise MotionAdapterError("--motion: expected a model path, a registered name or 'none', found none")
-    return base, None if motion == "none" else motion
+            raise MotionAdapterError(f"--motion: expected a motion module for the base {base} (a path, a registered "
+                                     "name, or 'none' for independent frames), found none: only embedded bases "
+                                     "come with a default")
+    return None if motion == "none" else motion
+
+
+def _check_base(base: str) -> None:
+    """A base given as a path is a model file or folder, told from its header (before anything loads)."""
+    path = Path(base)
+    if not path.exists():
+        raise MotionAdapterError(f"--base {base}: expected a model path or registered name, found nothing at that "
+                                 "path")
+    if path.is_file():
+        try:
+            kind = file_kind(path)
+        except AdapterFormatError as e:
+            raise MotionAdapterError(f"--base {e}") from e
+        if kind != KIND_SD:
+            raise MotionAdapterError(f"--base {base}: expected an SD checkpoint, found a {kind.replace('_', ' ')} "
+                                     "file")
+
+
+def _output(args, opts: GenerateOptions) -> Path:
+    """The output path, checked before anything loads: a new name unless --overwrite (a PNG-frame folder is
+    replaced whole, never mixed with older frames); the default name never replaces an earlier clip."""
+    if args.out:
+        out = check_output_path(args.out)
+        check_destination(out, overwrite=args.overwrite, label="--out", want_dir=out.suffix == "",
+                          replaceable=is_frame_folder)
+        return out
+    out = _default_out(opts.seed, opts.prompt)
+    n = 1
+    while out.exists() or sidecar_path(out).exists():
+        n += 1
+        out = out.with_name(f"{_default_out(opts.seed, opts.prompt).stem}-{n}.gif")
+    return out
 
 
 def _given(value, default):
@@ -155,12 +209,12 @@ def cmd_generate(args) -> int:
     if args.from_file:
         _from_recipe(args, read_recipe(args.from_file))
     if args.prompt_file:
-        prompt = load_prompt_file(args.prompt_file)
+        prompt = load_prompt_file(args.prompt_file, "--prompt-file")
     elif args.prompt:
         prompt = args.prompt
     else:
         raise MotionAdapterError("--prompt: expected a prompt (or --prompt-file / --from), found none")
-    base, motion = _models(args)
+    base = _base(args)
     reg = registry.generation_defaults(base)
     opts = GenerateOptions.check(
         prompt=prompt, negative_prompt=args.negative_prompt,
@@ -173,8 +227,9 @@ def cmd_generate(args) -> int:
         motion_strength=_given(args.motion_strength, DEFAULTS["motion_strength"]),
         decode_chunk_size=args.decode_chunk_size, labels=LABELS)
     fps = check_fps(_given(args.fps, reg.get("fps", DEFAULTS["fps"])), labels=LABELS)
-    out = check_output_path(args.out) if args.out else _default_out(opts.seed, opts.prompt)
-    loras = check_loras([parse_lora(x) for x in (args.lora or [])], labels=LABELS)
+    out = _output(args, opts)
+    loras = check_loras([parse_lora(x, "--lora") for x in (args.lora or [])], labels=LABELS)
+    motion = _motion(args, base)
     t0 = time.perf_counter()
     gen = VideoGenerator(base=base, motion=motion, device=args.device, dtype=args.dtype,
                          base_config=args.base_config, low_vram=bool(args.low_vram))

@@ -7,6 +7,7 @@ then :meth:`~GenerateOptions.fit`\\ s the options to its base and motion module.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -18,6 +19,8 @@ from motion_adapters.inference.prompts import parse_prompts
 from motion_adapters.schedulers import canonical_name
 
 DEFAULT_CONTEXT = 16
+LORA_WEIGHT_WARN = 4.0  # a LoRA weight beyond ±4 is allowed, with a warning
+log = logging.getLogger(__name__)
 _LORA_WEIGHT = re.compile(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
 
 
@@ -159,11 +162,20 @@ def check_fps(value, *, labels: Mapping[str, str] | None = None, limits: OptionL
     return fps
 
 
-def parse_lora(text: str) -> tuple[str, float]:
-    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept)."""
+def parse_lora(text: str, name: str = "lora") -> tuple[str, float]:
+    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept).
+
+    A trailing ``:word`` that is no number is an error about the weight, unless ``text`` is an existing path.
+    The weight is not range-checked here: :func:`check_loras` does that.
+    """
     m = _LORA_WEIGHT.match(text)
     if m and m.group(1) and not re.match(r"^[A-Za-z]$", m.group(1)):
         return m.group(1), float(m.group(2))
+    head, sep, tail = text.rpartition(":")
+    if sep and head and not re.match(r"^[A-Za-z]$", head) and "/" not in tail and "\\" not in tail \
+            and not os.path.exists(text):
+        raise MotionAdapterError(f"{name} {text}: expected PATH[:WEIGHT] with a number as WEIGHT, found "
+                                 f"the weight {tail!r}")
     return text, 1.0
 
 
@@ -181,6 +193,10 @@ def check_loras(loras: Iterable[tuple[str | None, object]], *, labels: Mapping[s
             continue
         lo, hi = (-math.inf, None) if bound is None else (-bound, bound)
         out.append((str(source), finite_number(f"{name} {i} weight", weight, lo, hi)))
+    for i, (source, weight) in enumerate(out, 1):
+        if abs(weight) > LORA_WEIGHT_WARN:
+            log.warning("%s %d (%s) weight %g: LoRAs are trained for weights around 1; beyond ±%g frames "
+                        "usually break up", name, i, source, weight, LORA_WEIGHT_WARN)
     sources = [s for s, _ in out]
     twice = sorted(s for s in sources if sources.count(s) > 1)
     if twice:

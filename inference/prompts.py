@@ -45,12 +45,30 @@ def parse_prompts(value: str | Sequence[str] | Mapping[int, str], name: str = "p
     return _check_travel(name, {m.group(1): m.group(2).strip() for m in matches})
 
 
-def load_prompt_file(path: str | Path) -> dict[int, str]:
-    """A YAML map ``{frame: prompt}`` for prompt travel."""
-    data = yaml.safe_load(Path(path).read_text())
-    if not isinstance(data, Mapping) or not all(str(k).strip().isdigit() for k in data):
-        raise MotionAdapterError(f"{path}: expected a YAML map of frame index to prompt, found {type(data).__name__}")
-    return _check_travel(str(path), data)
+def load_prompt_file(path: str | Path, name: str = "prompt_file") -> dict[int, str]:
+    """A YAML map ``{frame: prompt}`` for prompt travel (plain YAML only: tags that build objects are refused).
+    Errors name the parameter as ``name`` and the file."""
+    label = f"{name} {path}"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MotionAdapterError(f"{label}: expected a YAML file, found nothing at that path") from None
+    except IsADirectoryError:
+        raise MotionAdapterError(f"{label}: expected a YAML file, found a folder") from None
+    except UnicodeDecodeError:
+        raise MotionAdapterError(f"{label}: expected a UTF-8 text file, found binary data") from None
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise MotionAdapterError(f"{label}: expected a YAML map of frame index to prompt, found invalid YAML "
+                                 f"({problem}{where})") from None
+    if not isinstance(data, Mapping) or not data or not all(str(k).strip().isdigit() for k in data):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        if isinstance(data, Mapping) and data:
+            found = f"the key {next(k for k in data if not str(k).strip().isdigit())!r}"
+        raise MotionAdapterError(f"{label}: expected a YAML map of frame index to prompt, found {found}")
+    return _check_travel(label, data)
 
 
 def _check_travel(name: str, travel: Mapping) -> dict[int, str]:

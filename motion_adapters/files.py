@@ -20,7 +20,7 @@ from motion_adapters.errors import MotionAdapterError
 
 log = logging.getLogger(__name__)
 PARTIAL, OLD = "partial", "old"  # a write in progress; a replaced folder waiting to be deleted
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>partial|old)$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.(?P<kind>partial|old)(?P<suffix>\.[^.]*)?$")
 _DISK_FULL_TEXT = ("iostream error", "unexpected pos", "failed writing", "No space left", "code: 28",
                    "StorageFull", "file write failed")
 NEARLY_FULL_BYTES = 256 * 2**20  # a write failure with less free than this is a full disk
@@ -107,9 +107,10 @@ def apply_umask(path: Path) -> None:
 
 
 def temp_path(dst: str | Path, kind: str = PARTIAL) -> Path:
-    """A hidden name beside ``dst`` that records who writes it: ``.NAME.PID-TOKEN.partial``."""
+    """A hidden name beside ``dst`` that records who writes it: ``.NAME.PID-TOKEN.partial.SUFFIX`` (the
+    suffix kept, for writers that choose the format by it)."""
     dst = Path(dst)
-    return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+    return dst.with_name(f".{dst.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}{dst.suffix}")
 
 
 def _alive(pid: int) -> bool:

@@ -16,6 +16,7 @@ KNOWN_NOISE: dict[str, tuple[str, ...]] = {
     # bitsandbytes' optional CPU 4-bit kernel: we never use 4-bit
     "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
     # diffusers' .to(): an empty list, nothing to act on
+    "diffusers.loaders.lora_base": ("No LoRA keys associated to CLIPTextModel",),  # UNet-only LoRAs: by design
     "diffusers.models.modeling_utils": ("should be kept in float32: []",),
 }
 
