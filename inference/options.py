@@ -174,6 +174,10 @@ def parse_lora(text: str, name: str = "lora") -> tuple[str, float]:
     head, sep, tail = text.rpartition(":")
     if sep and head and not re.match(r"^[A-Za-z]$", head) and "/" not in tail and "\\" not in tail \
             and not os.path.exists(text):
+        try:
+            return head, float(tail)  # nan, inf: numbers that check_loras refuses, naming the weight
+        except ValueError:
+            pass
         raise MotionAdapterError(f"{name} {text}: expected PATH[:WEIGHT] with a number as WEIGHT, found "
                                  f"the weight {tail!r}")
     return text, 1.0

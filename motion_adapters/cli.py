@@ -142,7 +142,7 @@ def run_command(args) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_OS_ERROR if isinstance(e, DiskFullError) else EXIT_BAD_INPUT
     except OSError as e:
         if args.debug:
             raise
