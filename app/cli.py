@@ -97,9 +97,9 @@ def start_line(host: str, port: int, url: str, share_url: str | None, users: int
         where = f"{url} (this machine only" + (f", {guard}" if users else "") + ")"
     else:
         shown = f"[{host}]" if ":" in host else host
-        any_addr = host in ("0.0.0.0", "::")
-        where = (f"{url}, reachable from the network at http://{shown}:{port}"
-                 + (" (every address of this machine)" if any_addr else "") + f", {guard}")
+        at = (f"on port {port} of every address of this machine" if host in ("0.0.0.0", "::")
+              else f"at http://{shown}:{port}")
+        where = f"{url}, reachable from the network {at}, {guard}"
     return f"studio running at {where} — Ctrl+C stops it"
 
 
