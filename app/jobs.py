@@ -93,6 +93,7 @@ class TrainingJob:
 
     @property
     def state(self) -> str:
+        """running until the child has exited *and* its outputs are in the library (``ended`` is set last)."""
         if self.ended is None:
             return "running"
         if self.cancelled:
@@ -133,13 +134,17 @@ class TrainingJob:
         return files + ([self.out_dir / "base"] if (self.out_dir / "base").is_dir() else [])
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last lines of ``train.log`` (the trainer's output, its progress bar included) as it is written."""
         if not self.log_path.exists():
             return ""
         with open(self.log_path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 16_384))
             text = f.read().decode(errors="replace")
-        text = text.replace("\r", "\n")
-        return "\n".join([ln for ln in text.splitlines() if ln.strip()][-lines:])
+        kept: list[str] = []
+        for ln in text.replace("\r", "\n").splitlines():  # a progress bar's refreshes end in \r: one line each
+            if ln.strip() and (not kept or ln.rstrip() != kept[-1]):
+                kept.append(ln.rstrip())
+        return "\n".join(kept[-lines:])
 
     def elapsed(self) -> float:
         return (self.ended or time.time()) - self.started
@@ -148,9 +153,11 @@ class TrainingJob:
 class TrainingRunner:
     """Starts at most one training process, holding the device gate until it exits; cancels it on request."""
 
-    def __init__(self, gate: DeviceGate, on_exit: Callable[[TrainingJob], None] | None = None):
+    def __init__(self, gate: DeviceGate, on_exit: Callable[[TrainingJob], None] | None = None,
+                 command: list[str] | None = None):
         self.gate = gate
         self.on_exit = on_exit
+        self.command = command or [sys.executable, "-m", "motion_adapters.cli", "train"]  # + the config path
         self.job: TrainingJob | None = None   # the running or last job
         self._lock = threading.Lock()
 
@@ -171,7 +178,7 @@ class TrainingRunner:
                 logf = open(job.log_path, "ab")
                 try:
                     job.proc = subprocess.Popen(
-                        [sys.executable, "-m", "motion_adapters.cli", "train", str(job.config_path)],
+                        [*self.command, str(job.config_path)],
                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(job.out_dir),
                         env=child_env(), start_new_session=os.name == "posix")
                 finally:
@@ -186,17 +193,21 @@ class TrainingRunner:
         return job
 
     def _watch(self, job: TrainingJob) -> None:
+        """Wait for the child; then ``on_exit`` (the rescan), the device back, and only then the job reads as
+        ended: a poll that sees "finished" always finds the outputs in the library."""
         rc = job.proc.wait()
         job.returncode = rc
-        job.ended = time.time()
-        log.info("training %s ended: %s (rc %s)", job.name, job.state, rc)
         try:
             if self.on_exit is not None:
                 self.on_exit(job)
         except Exception:  # never leave the gate held because a rescan failed
             log.exception("after training %s", job.name)
         finally:
-            self.gate.release()
+            try:
+                self.gate.release()
+            finally:
+                job.ended = time.time()
+        log.info("training %s ended: %s (rc %s)", job.name, job.state, rc)
 
     def cancel(self, wait: float = CANCEL_GRACE_S) -> bool:
         """Terminate the running job's whole process group (SIGTERM, then SIGKILL). False if none runs."""
@@ -210,8 +221,8 @@ class TrainingRunner:
         except subprocess.TimeoutExpired:
             _signal_group(job.proc, signal.SIGKILL)
             job.proc.wait()
-        deadline = time.time() + 5
-        while job.ended is None and time.time() < deadline:  # the watcher releases the device
+        deadline = time.time() + 30
+        while job.ended is None and time.time() < deadline:  # the watcher rescans, frees the device
             time.sleep(0.02)
         return True
 
@@ -232,5 +243,6 @@ def child_env() -> dict[str, str]:
     root = str(Path(motion_adapters.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")  # the trainer's lines reach train.log as they are printed
+    env.setdefault("TQDM_MININTERVAL", "1")  # the progress bar: at most one refresh a second into the log file
     return env

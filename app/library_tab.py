@@ -8,7 +8,7 @@ import json
 from motion_adapters.app.library import add_upload, convert_entry, inspect_entry, inspect_upload, report_text
 from motion_adapters.app.models import WEIGHT_SUFFIXES
 from motion_adapters.app.studio import Studio
-from motion_adapters.app.ui import Dropdowns, check_uploads, page_errors
+from motion_adapters.app.ui import Dropdowns, check_uploads, hide_upload_paths, page_errors
 
 
 def library_table(studio: Studio) -> str:
@@ -57,7 +57,8 @@ def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
         if not paths:
             raise gr.Error("Upload: expected a model file, found none")
         rep = inspect_upload(paths[0], studio.cfg.max_upload_bytes)
-        return f"$ motion-adapters inspect {rep['path']}\n{report_text(rep)}", json.dumps(rep, indent=1, default=str)
+        text = f"$ motion-adapters inspect {rep['path']}\n{report_text(rep)}"
+        return hide_upload_paths(text), hide_upload_paths(json.dumps(rep, indent=1, default=str))
 
     @page_errors
     def convert(name, to, out_name):

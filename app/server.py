@@ -19,6 +19,8 @@ TITLE = "motion-adapters studio"
 INTRO = ("Text-to-video with AnimateDiff motion modules on any SD1.5 base. Changing a model swaps its weights into "
          "the running pipeline (no rebuild); one job uses the device at a time, the others wait in the queue.")
 
+AUTH_MESSAGE = "This studio is password-protected: sign in with the user name and password its operator gave you."
+
 
 def quiet_gradio() -> None:
     """No analytics, no version check, no telemetry: the studio never calls home."""
@@ -69,15 +71,16 @@ def blocked_paths(cfg: StudioConfig) -> list[str]:
 
 
 def launch(cfg: StudioConfig, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           block: bool = True, quiet: bool = False):
+           block: bool = True, quiet: bool = False, auth: list[tuple[str, str]] | None = None):
     """Build and serve a studio; returns ``(demo, local_url, studio)`` (with ``block=False`` the server runs in
-    a background thread: tests)."""
+    a background thread: tests). ``auth``: (user, password) pairs the page and the API ask for."""
     quiet_gradio()
     studio = Studio(cfg)
     demo = build_demo(studio)
     demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
     _, url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+        auth=list(auth) if auth else None, auth_message=AUTH_MESSAGE if auth else None,
         max_file_size=cfg.max_upload_bytes, allowed_paths=[str(cfg.output_dir)], blocked_paths=blocked_paths(cfg),
         show_error=True, quiet=quiet,
         footer_links=["api"], run_history=False, enable_monitoring=False, ssr_mode=False, mcp_server=False,

@@ -32,19 +32,20 @@ def build_train_tab(studio: Studio, drops: Dropdowns) -> tuple:
             clips = gr.File(label="Clips", file_count="multiple", file_types=list(VIDEO_SUFFIXES), type="filepath",
                             elem_id="train-clips")
             captions = gr.Textbox(value="", label="Captions", lines=3, placeholder="a red square zooming in",
-                                  info="one line per clip, in upload order, or one line for every clip")
+                                  info="one line per clip, in upload order, or one line for every clip",
+                                  elem_id="train-captions")
             dataset = drops.add(DATASET, value="", label="…or a dataset folder from the models directories",
                                 info="a folder with metadata.csv / metadata.jsonl (file_name, text)")
             with gr.Row():
                 preset = gr.Dropdown(choices=[(v, k) for k, v in TRAIN_TASKS.items()], value="motion_lora",
                                      label="Preset")
                 name = gr.Textbox(value="", label="Name", placeholder="automatic",
-                                  info="the result goes to trained/NAME/")
+                                  info="the result goes to trained/NAME/", elem_id="train-name")
             with gr.Row():
                 base = drops.add(BASE, value=base0, label="Base")
                 motion = drops.add(MOTION, value=motion0, label="Motion module")
             with gr.Row():
-                steps = gr.Number(value=d["steps"], label="Steps", step=1)
+                steps = gr.Number(value=d["steps"], label="Steps", step=1, elem_id="train-steps")
                 lr = gr.Number(value=d["lr"], label="Learning rate")
                 rank = gr.Number(value=d["rank"], label="LoRA rank", step=1)
                 batch = gr.Number(value=d["batch_size"], label="Batch size", step=1)
@@ -66,10 +67,11 @@ def build_train_tab(studio: Studio, drops: Dropdowns) -> tuple:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
         with gr.Column(scale=4):
             progress = gr.Markdown("No training job yet.", label="Progress", elem_id="train-progress")
-            loss = gr.LinePlot(x="step", y="loss", title="Loss", height=220)
+            loss = gr.LinePlot(loss_frame([]), x="step", y="loss", title="Loss", height=220, elem_id="train-loss")
             sample = gr.Image(label="Latest sample", type="filepath", interactive=False)
             gallery = gr.Gallery(label="Samples", columns=4, height=200)
-            log_box = gr.Textbox(label="Log", lines=6, max_lines=12, interactive=False)
+            log_box = gr.Textbox(label="Log", lines=6, max_lines=12, interactive=False, elem_id="train-log",
+                                 info="the trainer's output as it runs (its progress bar: one line per refresh)")
 
     @page_errors
     def defaults(preset, base):
@@ -102,7 +104,7 @@ def build_train_tab(studio: Studio, drops: Dropdowns) -> tuple:
         last, emitted = None, 0.0
         while True:
             snap = snapshot(studio, job)
-            key = (snap["state"], snap["step"], len(snap["samples"]))
+            key = (snap["state"], snap["step"], len(snap["samples"]), snap["log"])
             done = snap["state"] != "running"
             if done or key != last or time.time() - emitted > HEARTBEAT_S:
                 last, emitted = key, time.time()
@@ -137,8 +139,6 @@ def _registered(studio: Studio, base: str | None) -> str | None:
 
 def _render(studio: Studio, job: TrainingJob, snap: dict) -> tuple:
     """(progress markdown, loss frame, latest sample, gallery, log) for one snapshot."""
-    import pandas as pd
-
     lines = [f"**{job.name}** ({job.task}): **{snap['state']}** · step {snap['step']}/{snap['total']}"
              + (f" · loss {snap['loss']:.4f}" if snap["loss"] is not None else "")
              + f" · {_clock(snap['elapsed'])} elapsed" + (f" · ~{_clock(snap['eta'])} left" if snap["eta"] else "")]
@@ -153,9 +153,19 @@ def _render(studio: Studio, job: TrainingJob, snap: dict) -> tuple:
                      + " (now in the dropdowns)")
     elif snap["state"] == "failed":
         lines.append(f"- the trainer exited with code {snap['returncode']}; its last lines are in the log below")
-    frame = pd.DataFrame(snap["losses"], columns=["step", "loss"])
+    frame = loss_frame(snap["losses"])
     samples = [_servable(studio, job, Path(p)) for p in snap["samples"]]
     return "\n".join(lines), frame, (samples[-1] if samples else None), samples[-12:], snap["log"]
+
+
+def loss_frame(losses: list[tuple[int, float]]):
+    """The loss chart's data: integer steps and float losses, typed even when empty, so that gradio gives the
+    plot numeric axes from the first update (an untyped empty frame makes both axes categorical for good)."""
+    import pandas as pd
+
+    steps = pd.Series([s for s, _ in losses], dtype="int64")
+    values = pd.Series([v for _, v in losses], dtype="float64")
+    return pd.DataFrame({"step": steps, "loss": values})
 
 
 def _servable(studio: Studio, job: TrainingJob, src: Path) -> str:

@@ -129,7 +129,8 @@ def run_values(studio, req: TrainRequest, base, motion, data_dir: Path, out: Pat
         "run": {"output_dir": str(out), "max_steps": req.steps, "batch_size": req.batch_size,
                 "gradient_checkpointing": req.gradient_checkpointing, "mixed_precision": mixed,
                 "device": "cuda" if cuda else "cpu",
-                "progress": False, "tensorboard": False, "log_every": 1},
+                # the progress bar goes to train.log (one line per refresh: the page's Log box streams it)
+                "progress": True, "tensorboard": False, "log_every": 1},
         "validation": {"prompts": [req.sample_prompt] if req.sample_prompt else [], "every": req.sample_every,
                        "num_frames": req.frames, "height": req.resolution, "width": req.resolution,
                        "steps": req.sample_steps, "guidance_scale": guidance},
@@ -147,17 +148,18 @@ def snapshot(studio, job: TrainingJob | None) -> dict:
     """Everything the Train tab shows about a job, as plain data."""
     if job is None:
         return {"state": "idle"}
+    state = job.state  # read once: "finished" means the outputs are in the library already (TrainingRunner)
     losses = job.losses()
     step = losses[-1][0] if losses else 0
     elapsed = job.elapsed()
-    eta = elapsed / step * (job.total_steps - step) if step and job.state == "running" else None
-    outputs = [p.resolve() for p in job.outputs()] if job.state == "finished" else []
+    eta = elapsed / step * (job.total_steps - step) if step and state == "running" else None
+    outputs = [p.resolve() for p in job.outputs()] if state == "finished" else []
     names = [e.name for e in studio.library.entries() if e.path in outputs]
-    return {"name": job.name, "task": job.task, "state": job.state, "step": step, "total": job.total_steps,
+    return {"name": job.name, "task": job.task, "state": state, "step": step, "total": job.total_steps,
             "loss": losses[-1][1] if losses else None, "losses": losses, "elapsed": elapsed, "eta": eta,
             "samples": [str(p) for p in job.samples()], "outputs": names, "notes": list(job.notes),
-            "used": used_settings(job) if job.state == "finished" else None,
-            "log": job.log_tail(), "returncode": job.returncode}
+            "used": used_settings(job) if state == "finished" else None,
+            "log": job.log_tail(), "returncode": job.returncode if state != "running" else None}
 
 
 def used_settings(job: TrainingJob) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import html
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,12 +28,13 @@ def page_errors(fn: Callable) -> Callable:
 
     def report(e: Exception):
         if isinstance(e, gr.Error):
+            e.message = hide_upload_paths(str(e.message))
             return e
         if isinstance(e, MotionAdapterError):
-            return gr.Error(html.escape(str(e), quote=False), print_exception=False)
+            return gr.Error(html.escape(hide_upload_paths(str(e)), quote=False), print_exception=False)
         log.exception("studio: %s failed", fn.__name__)
-        return gr.Error(html.escape(f"{fn.__name__.replace('_', ' ')} failed: {type(e).__name__}: {str(e)[:500]}",
-                                    quote=False))
+        text = hide_upload_paths(f"{fn.__name__.replace('_', ' ')} failed: {type(e).__name__}: {str(e)[:500]}")
+        return gr.Error(html.escape(text, quote=False))
 
     if _is_generator(fn):
         @functools.wraps(fn)
@@ -52,6 +54,24 @@ def page_errors(fn: Callable) -> Callable:
             raise report(e) from e
 
     return wrapper
+
+
+def upload_roots() -> list[str]:
+    """gradio's upload (cache) folder, as configured and resolved."""
+    from gradio.utils import get_upload_folder
+
+    folder = str(get_upload_folder())
+    return sorted({folder.rstrip("/\\"), str(Path(folder).resolve())}, key=len, reverse=True)
+
+
+def hide_upload_paths(text: str) -> str:
+    """``text`` with every path in gradio's upload folder shortened to the file's own name: what the page shows
+    never reveals where the server keeps uploads (``/tmp/gradio/3f…/model.ckpt`` → ``model.ckpt``)."""
+    for root in upload_roots():
+        # the root, then its folders (gradio's hash folders: no spaces), up to the last separator before the name
+        text = re.sub(re.escape(root) + r"(?:[/\\][^/\\\s'\"`]+)*[/\\]", "", text)
+        text = text.replace(root, "(upload folder)")
+    return text
 
 
 def _is_generator(fn: Callable) -> bool:

@@ -157,6 +157,27 @@ def test_uploads_are_checked(client, tmp_path):
     assert client.predict(api_name="/status")["busy"] is None
 
 
+def test_a_refused_pickle_is_named_by_its_upload_name_only(client, tmp_path):
+    """The refusal of a .ckpt that would run code shows the file's own name, never gradio's upload folder."""
+    import pickle
+
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("never run",))
+
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": {"w": Evil()}}, protocol=2))
+    for api_name in ("/inspect_upload", "/add_model"):
+        with pytest.raises(AppError) as e:
+            client.predict(file=handle_file(str(evil)), api_name=api_name)
+        message = str(e.value)
+        assert "evil.ckpt: expected a pickle of plain tensors" in message, message
+        assert "/evil.ckpt" not in message and "gradio" not in message and str(tmp_path) not in message
+
+
 def test_inspect_convert_and_add_a_model(client, server, tmp_path):
     from gradio_client import handle_file
 
@@ -206,6 +227,7 @@ def test_train_a_motion_lora_from_uploaded_clips(client, server, tmp_path):
     assert "trained/squares/motion_lora.safetensors" in progress
     assert "step 2/2" in progress and len(updates) >= 1
     assert "used:" in progress and "gradient checkpointing on" in progress
+    assert "train motion_lora" in final[4] and "2/2" in final[4], final[4]  # the trainer's progress, streamed
     samples = final[3]
     assert samples, "no sample clips streamed"
     loras = client.predict(api_name="/models")["lora"]

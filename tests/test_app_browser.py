@@ -1,6 +1,8 @@
 """The studio in a real browser (Debian's chromium through Playwright, headless, localhost only): pick the
 embedded base and motion module, type a prompt, Generate, and a playable video appears; switch the motion module
-and generate again: the pipeline is not rebuilt. Saves a screenshot (also to $APP_SCREENSHOT when set)."""
+and generate again: the pipeline is not rebuilt. Saves a screenshot (also to $APP_SCREENSHOT when set).
+Then the training flow on the same open page: upload two clips, train a 2-step MotionLoRA, and the new LoRA is
+in the Generate tab's LoRA list without a reload and makes a clip."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_support import launch_studio, status_builds
+from app_support import launch_studio, status_builds, write_clips
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -19,6 +21,7 @@ PLAYABLE = """(previous) => {
     return !!v && v.readyState >= 2 && v.duration > 0 && v.currentSrc !== previous && !!v.currentSrc;
 }"""
 PROMPT = "a red circle moving right"
+LORA = "trained/browser-lora/motion_lora.safetensors"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed (/usr/bin/chromium)")
 
@@ -37,7 +40,7 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1050})
-        page.set_default_timeout(300_000)
+        page.set_default_timeout(int(os.environ.get("APP_BROWSER_TIMEOUT_MS", 300_000)))
         yield page
         browser.close()
 
@@ -93,3 +96,47 @@ def test_generate_in_the_browser_then_swap_without_rebuild(server, page, tmp_pat
     if os.environ.get("APP_SCREENSHOT"):
         Path(os.environ["APP_SCREENSHOT"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, os.environ["APP_SCREENSHOT"])
+
+
+def test_train_in_the_browser_then_generate_with_the_new_lora(server, page, tmp_path):
+    """Upload → train → the LoRA in the Generate dropdowns of the same page (no reload) → a clip with it."""
+    import time
+
+    url, studio = server
+    if not page.url.startswith(url):  # run on its own: open the page (with the other test it is open already)
+        page.goto(url)
+    page.wait_for_selector("#gen-button")
+    assert LORA not in studio.library.names("lora")
+    t0 = time.perf_counter()
+    page.get_by_role("tab", name="Train").click()
+    clips = write_clips(tmp_path / "clips", 2)
+    page.set_input_files("#train-clips input[type=file]", [str(c) for c in clips])
+    for clip in clips:  # uploaded: listed with its size
+        page.wait_for_selector(f'#train-clips td.filename[aria-label="{clip.name}"]')
+    page.fill("#train-captions textarea", "a red square moving right")
+    page.locator("#train-name").locator("input, textarea").first.fill("browser-lora")
+    page.fill("#train-steps input", "2")
+    page.click("#train-start")
+    page.wait_for_function("() => /finished|failed|cancelled/.test(document.querySelector('#train-progress')"
+                           ".innerText)")
+    trained = time.perf_counter() - t0
+    progress = page.inner_text("#train-progress")
+    log = page.input_value("#train-log textarea")
+    assert "finished" in progress and "step 2/2" in progress, progress + "\n" + log
+    assert LORA in progress and "nothing the library recognises" not in progress
+    assert "train motion_lora" in log and "2/2" in log, log  # the trainer's progress lines
+
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_text("LoRAs (motion and spatial; they stack)").click()
+    previous = page.eval_on_selector("#gen-video video", "v => v.currentSrc") if page.query_selector(
+        "#gen-video video") else ""
+    pick(page, "gen-lora-1", LORA)  # offered without a reload: the finished job refreshed the dropdowns
+    if page.input_value("#gen-prompt textarea") == "":
+        page.fill("#gen-prompt textarea", PROMPT)
+        page.fill("#gen-steps input", "6")
+    generate_and_wait(page, previous)
+    total = time.perf_counter() - t0
+    recipe = page.inner_text("#gen-recipe")
+    assert "motion_lora.safetensors" in recipe, recipe
+    assert studio.loaded["loras"] == {LORA: 1.0}
+    print(f"browser training flow: trained in {trained:.1f} s, clip with the LoRA after {total:.1f} s")

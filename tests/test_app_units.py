@@ -142,3 +142,190 @@ def test_app_command_explains_the_missing_extra(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["app", "--help"])
     assert e.value.code == 0 and "--models-dir" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- training jobs
+FAKE_TRAINER = """
+import shutil, sys, time
+from pathlib import Path
+from tqdm.auto import tqdm
+lora, go = sys.argv[1], Path(sys.argv[2])
+bar = tqdm(total=3, desc="train motion_lora", dynamic_ncols=True)  # as the trainer draws it
+bar.update(1)
+bar.set_postfix(loss="0.1234")
+deadline = time.time() + 120
+while not go.exists() and time.time() < deadline:  # the test looks at the log meanwhile
+    time.sleep(0.02)
+bar.update(2)
+bar.close()
+shutil.copyfile(lora, "motion_lora.safetensors")  # cwd: the job folder
+print("wrote motion_lora: motion_lora.safetensors", flush=True)
+"""
+
+
+def fake_job(root, name="run", total=3):
+    from motion_adapters.app.jobs import TrainingJob
+
+    out = root / "trained" / name
+    return TrainingJob(name=name, task="motion_lora", out_dir=out, config_path=out / "studio-config.yaml",
+                       total_steps=total)
+
+
+def wait_for(predicate, timeout=60.0):
+    import time
+
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_finished_job_has_its_outputs_in_the_library_already(shapes_env, tmp_path):
+    """No poll can see "finished" while the library still has the old lists: the rescan (on_exit) runs while
+    the job still reads as running, and a poller racing the whole exit never sees a finished job without its
+    LoRA."""
+    import sys
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from motion_adapters.app.jobs import TrainingRunner
+    from motion_adapters.app.models import ModelLibrary
+    from motion_adapters.app.training import snapshot
+    from motion_adapters.registry import model_path
+
+    lib = ModelLibrary([tmp_path], embedded=False)
+    lib.scan()
+    seen_in_on_exit = []
+
+    def on_exit(job):
+        seen_in_on_exit.append((job.state, runner.running))
+        time.sleep(0.3)  # a slow rescan: the window the page used to fall into
+        lib.scan()
+
+    gate = DeviceGate()
+    runner = TrainingRunner(gate, on_exit=on_exit, command=[sys.executable, "-c", FAKE_TRAINER,
+                                                            str(model_path("shapes-zoom-lora")), str(tmp_path / "go")])
+    job = runner.start(fake_job(tmp_path))
+    studio = SimpleNamespace(library=lib)
+    polls, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            snap = snapshot(studio, job)
+            polls.append((snap["state"], list(snap["outputs"])))
+            if snap["state"] != "running":
+                return
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    (tmp_path / "go").touch()
+    poller.join(120)
+    stop.set()
+    assert seen_in_on_exit == [("running", True)]
+    assert polls[-1] == ("finished", ["trained/run/motion_lora.safetensors"])
+    assert all(outputs for state, outputs in polls if state == "finished")
+    assert job.ended is not None and job.returncode == 0 and gate.owner is None and not runner.running
+    assert runner.cancel() is False  # nothing left to cancel
+
+
+def test_the_log_shows_the_trainers_progress_while_it_runs(tmp_path):
+    """The child's progress bar (tqdm, refreshed with \\r) reaches train.log while it runs, one line per refresh."""
+    import sys
+
+    from motion_adapters.app.jobs import TrainingRunner
+
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"x")
+    runner = TrainingRunner(DeviceGate(), command=[sys.executable, "-c", FAKE_TRAINER, str(lora), str(tmp_path / "go")])
+    job = runner.start(fake_job(tmp_path))
+    try:
+        wait_for(lambda: "1/3" in job.log_tail())
+        assert job.state == "running" and job.proc.poll() is None
+        line = next(ln for ln in job.log_tail().splitlines() if "1/3" in ln)
+        assert line.startswith("train motion_lora:") and "\r" not in line
+    finally:
+        (tmp_path / "go").touch()
+    wait_for(lambda: job.ended is not None)
+    tail = job.log_tail()
+    assert job.state == "finished" and "3/3" in tail and tail.splitlines()[-1].startswith("wrote motion_lora")
+    assert len(tail.splitlines()) == len(set(tail.splitlines()))  # repeated refreshes are shown once
+
+
+def test_a_cancelled_job_reads_cancelled_and_frees_the_device(tmp_path):
+    import sys
+
+    from motion_adapters.app.jobs import TrainingRunner
+
+    gate = DeviceGate()
+    runner = TrainingRunner(gate, command=[sys.executable, "-c", FAKE_TRAINER, "x", str(tmp_path / "never")])
+    job = runner.start(fake_job(tmp_path))
+    wait_for(lambda: "1/3" in job.log_tail())
+    assert gate.owner == TRAINING and runner.cancel(wait=10)
+    assert job.state == "cancelled" and gate.owner is None and not runner.running
+
+
+def test_the_loss_chart_gets_numeric_axes_from_the_first_update(shapes_env, tmp_path):
+    """What the Train tab sends to its LinePlot: typed (int step, float loss) even before the first step, so
+    gradio declares both axes quantitative (an untyped empty frame made them categorical for good)."""
+    import json
+    import time
+
+    import gradio as gr
+
+    from motion_adapters.app.config import StudioConfig
+    from motion_adapters.app.studio import Studio
+    from motion_adapters.app.train_tab import build_train_tab
+    from motion_adapters.app.ui import Dropdowns
+
+    studio = Studio(StudioConfig(models_dirs=[tmp_path / "models"], output_dir=tmp_path / "out", device="cpu"))
+    with gr.Blocks():
+        follow, outputs = build_train_tab(studio, Dropdowns(studio.library))
+    plot = outputs[1]
+    assert isinstance(plot, gr.LinePlot)
+    quantitative = {"step": "quantitative", "loss": "quantitative"}
+    assert plot.value["datatypes"] == quantitative  # the page's initial, empty chart
+
+    for losses in ([], [(1, 0.5)], [(1, 0.5), (2, 0.25), (3, 1e-5)]):
+        job = fake_job(tmp_path, name=f"run{len(losses)}")
+        job.out_dir.mkdir(parents=True)
+        (job.out_dir / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": v}) + "\n" for s, v in losses))
+        job.returncode, job.ended = 0, time.time()
+        studio.runner.job = job
+        frame = list(follow())[-1][1]  # the tab's own progress function
+        assert [str(t) for t in frame.dtypes] == ["int64", "float64"], frame.dtypes
+        data = plot.postprocess(frame)
+        assert data.datatypes == quantitative and data.data == [list(p) for p in losses]
+
+
+def test_page_errors_never_show_the_upload_folder(tmp_path):
+    """The pickle refusal of an uploaded .ckpt names the file by its upload name, not gradio's cache path."""
+    import pickle
+    from pathlib import Path
+
+    import gradio as gr
+    from gradio.utils import get_upload_folder
+
+    from motion_adapters.app.library import inspect_upload
+    from motion_adapters.app.ui import hide_upload_paths, page_errors
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    folder = Path(get_upload_folder()) / "0123456789abcdef-test"
+    folder.mkdir(parents=True, exist_ok=True)
+    evil = folder / "my evil model.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": {"w": Evil()}}, protocol=2))
+    try:
+        with pytest.raises(gr.Error) as e:
+            page_errors(inspect_upload)(str(evil), 10_000)
+        message = e.value.message
+        assert message.startswith("my evil model.ckpt: expected a pickle of plain tensors"), message
+        assert str(folder.parent) not in message and "gradio" not in message and "0123456789" not in message
+    finally:
+        evil.unlink()
+        folder.rmdir()
+    root = str(Path(get_upload_folder()))
+    assert hide_upload_paths(f"'{root}/ab12/x.ckpt' and {root}/cd/34/y z.pt: bad") == "'x.ckpt' and y z.pt: bad"
+    assert hide_upload_paths("/data/models/x.ckpt: bad") == "/data/models/x.ckpt: bad"
