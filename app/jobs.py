@@ -157,7 +157,7 @@ class TrainingRunner:
                  command: list[str] | None = None):
         self.gate = gate
         self.on_exit = on_exit
-        self.command = command or [sys.executable, "-m", "motion_adapters.cli", "train"]  # + the config path
+        self.command = command or [sys.executable, "-m", "motion_adapters", "train"]  # + the config path
         self.job: TrainingJob | None = None   # the running or last job
         self._lock = threading.Lock()
 

@@ -164,3 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args([a for a in argv if a != "--debug"])  # --debug is accepted anywhere
     args.debug = "--debug" in argv
     return run_command(args)
+
+
+if __name__ == "__main__":  # python -m motion_adapters.cli (python -m motion_adapters also quiets import noise)
+    sys.exit(main())
