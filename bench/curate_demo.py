@@ -6,8 +6,8 @@ and copy the contact sheet to ``docs/curate_report.png`` (the README's example).
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -59,4 +59,7 @@ def main(out_png: str = "docs/curate_report.png") -> Path:
 
 
 if __name__ == "__main__":
-    print(main(*sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_png", nargs="?", default="docs/curate_report.png",
+                        help="where the contact sheet is copied (default docs/curate_report.png)")
+    print(main(parser.parse_args().out_png))

@@ -14,16 +14,8 @@ from safetensors import SafetensorError, safe_open
 
 from .errors import AdapterFormatError
 from .formats import ours
-from .io import read_pickle, unwrap_prefix_state_dict, unwrap_state_dict
+from .io import is_safetensors_head, read_pickle, unwrap_prefix_state_dict, unwrap_state_dict
 from .kinds import sniff_keys
-
-
-def is_safetensors_head(head: bytes) -> bool:
-    """Whether a file's first bytes open a safetensors header (an 8-byte little-endian length, then ``{``)."""
-    if len(head) < 9:
-        return False
-    n = int.from_bytes(head[:8], "little")
-    return 0 < n < 100_000_000 and head[8:9] == b"{"
 
 
 def read_keys(path: str | Path) -> tuple[list[str], dict[str, str]]:

@@ -91,6 +91,14 @@ def read_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, {}
 
 
+def is_safetensors_head(head: bytes) -> bool:
+    """Whether a file's first bytes open a safetensors header (an 8-byte little-endian length, then ``{``)."""
+    if len(head) < 9:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 0 < n < 100_000_000 and head[8:9] == b"{"
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read tensors and metadata from a ``.safetensors`` or (safely) a pickle file.
 
@@ -104,12 +112,9 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     with open(path, "rb") as f:
         head = f.read(16)
     # safetensors first: its 8-byte little-endian header length may well start with 0x80 (e.g. 0xee80)
-    if len(head) >= 9:
-        n = int.from_bytes(head[:8], "little")
-        if 0 < n < 100_000_000 and head[8:9] == b"{":
-            tensors, metadata = read_safetensors(path)
-            tensors = unwrap_prefix_state_dict(tensors)
-            return tensors, metadata
+    if is_safetensors_head(head):
+        tensors, metadata = read_safetensors(path)
+        return unwrap_prefix_state_dict(tensors), metadata
     if head[:2] == b"PK" or head[:1] == b"\x80":  # zip-based torch.save or legacy pickle
         return read_pickle(path)
     raise AdapterFormatError(
