@@ -194,6 +194,27 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny, toy, tmp_path, l
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_log_after_a_resume_has_each_step_once(tiny, toy, tmp_path):
+    """A run killed at step 5 whose newest kept checkpoint is step 2 (and whose last log line was cut short)
+    logs steps 3-5 again on resume: log.jsonl keeps each step once, and the numbers of the uninterrupted run."""
+    from motion_adapters.training.trainer import train
+
+    out = tmp_path / "run"
+    cfg = load_config(values=values(tiny, toy, out, run={"max_steps": 5, "checkpoint_every": 2,
+                                                         "keep_checkpoints": 0}))
+    ref = train(cfg)
+    log_file = out / "log.jsonl"
+    first = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [r["step"] for r in first] == [1, 2, 3, 4, 5]
+    with open(log_file, "a") as f:
+        f.write('{"step": 6, "lo')  # the kill came in the middle of a write
+    resumed = train(cfg, resume=str(out / "checkpoints" / "step-000002"))
+    assert resumed["losses"] == ref["losses"]
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in records] == [r["loss"] for r in first]
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
                     reason="torchrun not available")
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny, toy, tmp_path):

@@ -240,10 +240,10 @@ def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
     assert ds.refused == [("999.mp4", "missing")]
     items = [ds[p] for p in range(6)]
     assert all(it["file"] in ("00001/123.mp4", "456.mp4") for it in items)
-    counter = FailureCounter(0.5, root, min_attempts=1)
+    counter = FailureCounter(0.5, root, min_files=1)
     counter.add(items)
-    assert counter.failed and all(f == "789.mp4" for f, _ in counter.failed)
-    strict = FailureCounter(0.01, root, min_attempts=1)
+    assert list(counter.failed) == ["789.mp4"]
+    strict = FailureCounter(0.01, root, min_files=1)
     with pytest.raises(DataError, match=r"data\.max_failed_fraction=1%.*789\.mp4"):
         strict.add(items)
     with pytest.raises(DataError, match=r"more than data\.max_failed_fraction"):
@@ -251,6 +251,32 @@ def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
     (root / "metadata.csv").write_text("path,caption\nx.mp4,hi\n")
     with pytest.raises(DataError, match=r"expected a column 'file_name'.*found columns \['caption', 'path'\]"):
         VideoDataset(cfg, seed=0)
+
+
+def test_failure_limit_counts_distinct_files_not_load_attempts(tiny, tmp_path):
+    """Two epochs over 3 files with one broken: 2 failed loads of ~8 attempts, but 1 of 3 files."""
+    from motion_adapters.training.data import FailureCounter
+    from tests.tiny_data import moving_square, write_video
+
+    root = tmp_path / "d"
+    for name in ("a", "b"):
+        write_video(root / f"{name}.mp4", moving_square(10))
+    (root / "c.mp4").write_bytes(b"garbage" * 20)
+    (root / "metadata.csv").write_text("file_name,text\na.mp4,x\nb.mp4,y\nc.mp4,z\n")
+    ds = VideoDataset(load_config(values=base_values(tiny, root, data={"max_failed_fraction": 0.5})).data, seed=0)
+    items = [ds[p] for p in range(6)]
+    assert sum(len(it["failures"]) for it in items) == 2
+    counter = FailureCounter(0.5, root, min_files=1)
+    counter.add(items[:3])
+    counter.add(items[3:])
+    assert counter.tried == {"a.mp4", "b.mp4", "c.mp4"} and list(counter.failed) == ["c.mp4"]
+    assert counter.attempts == 8
+    resumed = FailureCounter(0.5, root, min_files=1)
+    resumed.load_state(json.loads(json.dumps(counter.state())))
+    assert (resumed.tried, resumed.failed, resumed.attempts) == (counter.tried, counter.failed, counter.attempts)
+    with pytest.raises(DataError, match=r": 1 of 3 files tried so far failed \(33%\), more than "
+                                        r"data\.max_failed_fraction=30%\. First failures: c\.mp4: "):
+        FailureCounter(0.3, root, min_files=1).add(items)
 
 
 def test_losses():

@@ -108,3 +108,26 @@ def save_checkpoint(accelerator, root: Path, step: int, state: dict, keep: int) 
 
 def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def trim_log(path: Path, step: int) -> int:
+    """Drop the records of ``log.jsonl`` after ``step`` (and a line cut short by a kill), so that a run going
+    on from ``step`` logs each step once. Rewritten atomically; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)
+    return dropped
