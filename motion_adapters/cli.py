@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
+import traceback
 
-from motion_adapters import registry
+from motion_adapters import __version__, registry
 from motion_adapters.app.cli import add_app_parser
 from motion_adapters.clips.curate_cli import add_curate_parser
 from motion_adapters.clips.eval_cli import add_eval_parser
 from motion_adapters.convert import convert
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.files import DiskFullError, free_bytes
 from motion_adapters.inference.cli import add_generate_parser
 from motion_adapters.loading import inspect_path
 from motion_adapters.logs import setup_cli_logging
@@ -21,7 +25,7 @@ from motion_adapters.training.cli import add_train_parser
 
 
 def cmd_inspect(args) -> int:
-    for path in args.files:
+    for path in args.files:  # a file that is missing or not a model is an error naming it (exit status 2)
         report = inspect_path(path)
         if args.json:
             print(json.dumps(report, indent=2, default=str))
@@ -31,7 +35,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    out = convert(args.src, args.dst, args.to, config=args.config)
+    out = convert(args.src, args.dst, args.to, config=args.config, overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
@@ -58,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train, curate, evaluate, and the studio web UI (app). Every command explains its flags with --help.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logs")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="tell what a weight file or folder is",
@@ -83,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="architecture of SRC when the file cannot tell: a diffusers SD folder for a single-file "
                    "checkpoint that is not standard SD1.5, or a MotionAdapter config.json/folder for a motion "
                    "module with non-default heads or groups")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing DST: a file, or a folder that is empty or a model folder (swapped in "
+                   "atomically); another folder, or SRC itself, is never replaced")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("models", help="list the embedded (registered) models",
@@ -101,17 +110,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
-    setup_cli_logging(verbose)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+EXIT_OS_ERROR, EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 1, 2, 70, 130, 141
+_OS_ERRORS = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EISDIR: "is a folder; expected a file", errno.ENOTDIR: "expected a folder, found a file",
+              errno.ENOENT: "no such file or folder", errno.EROFS: "read-only file system",
+              errno.ENAMETOOLONG: "file name too long", errno.EEXIST: "exists already"}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for an OS error: disk full with the free space, or what happened to which path."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return str(DiskFullError(e.filename or "?", free_bytes(e.filename or ".")))
+    what = _OS_ERRORS.get(e.errno, e.strerror or str(e) or type(e).__name__)
+    return f"{e.filename}: {what}" if e.filename else what
+
+
+def run_command(args) -> int:
+    """Run a parsed command; the project's errors and OS errors become one line on stderr (a traceback
+    only with ``--debug``, or for an error that is a bug)."""
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `... | head`: the reader has gone; leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except MotionAdapterError as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as e:
+        if args.debug:
+            raise
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_OS_ERROR
+    except Exception:
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(f"error: this is a bug in motion-adapters {__version__}; please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_BUG
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_cli_logging("-v" in argv or "--verbose" in argv)
+    parser = build_parser()
+    args = parser.parse_args([a for a in argv if a != "--debug"])  # --debug is accepted anywhere
+    args.debug = "--debug" in argv
+    return run_command(args)

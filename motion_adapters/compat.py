@@ -8,7 +8,6 @@ and fails naming them when an upgrade changes what we rely on. Imports nothing f
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Mapping
 
 import accelerate
@@ -21,7 +20,6 @@ from diffusers.loaders import lora_conversion_utils, single_file_utils
 from diffusers.models.attention import BasicTransformerBlock, FreeNoiseTransformerBlock
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from diffusers.utils import state_dict_utils
-from transformers.utils import logging as transformers_logging
 
 WRITTEN_AGAINST = {"diffusers": "0.42.1", "accelerate": "1.16.0", "transformers": "5.25.0"}
 
@@ -152,12 +150,3 @@ def reset_accelerate_state() -> None:
     ``_reset_state`` does it. Written against accelerate 1.16."""
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-
-
-# ------------------------------------------------------------------------------------------- transformers
-def transformers_root_logger() -> logging.Logger:
-    """The logger transformers attaches its own handler to: its library root, which does not propagate to
-    Python's root logger, so filters must sit on that handler to see ``transformers.*`` records.
-    ``get_logger()`` without a name is the documented way to it ("for custom transformers modules"); we
-    used the private ``_get_library_root_logger`` before. Written against transformers 5.25."""
-    return transformers_logging.get_logger()

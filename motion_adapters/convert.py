@@ -6,16 +6,18 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .base import BaseWeights, configs_from_folder, skeleton_dir
 from .errors import MotionAdapterError
+from .files import atomic_dir, check_destination, only_names, same_file
 from .formats import ours
 from .formats.ldm import save_ldm_checkpoint
 from .formats.lora import LoraWeights, to_kohya, to_original, to_peft_file_dict
 from .formats.motion_module import MotionModuleWeights, diffusers_to_original
+from .hub import resolve_source
 from .io import save_pickle_atomic, save_safetensors_atomic
 from .loading import load_adapter
 from .swap import materialize
@@ -25,38 +27,62 @@ TARGETS = ("ours", "original", "diffusers", "kohya")
 PEER_FRIENDLY_PE = 32
 
 
-def _save_tensors(tensors, dst: Path, metadata=None) -> Path:
-    if dst.suffix in (".ckpt", ".pt", ".pth"):
-        return save_pickle_atomic(tensors, dst)
-    if dst.suffix != ".safetensors":
-        raise MotionAdapterError(f"DST {dst}: expected a .safetensors or .ckpt file name, found {dst.suffix!r}")
-    return save_safetensors_atomic(tensors, dst, metadata)
+# what a diffusers folder written here may hold: a folder of only these is one of ours to replace
+MODEL_FOLDER_NAMES = frozenset({
+    "config.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model_index.json",
+    "scheduler", "tokenizer", "unet", "vae", "text_encoder", "pytorch_lora_weights.safetensors",
+    "pytorch_lora_weights.bin", "feature_extractor", "safety_checker", "motion_adapter", "README.md",
+    "training.json", ".gitattributes",
+})
+is_model_folder = only_names(MODEL_FOLDER_NAMES)
 
 
-def _atomic_dir(dst: Path, write: Callable[[Path], None]) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
-        write(tmp)
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
+@dataclass(frozen=True)
+class Destination:
+    """Where an export goes, and what the user allowed: replacing an existing ``path`` (``overwrite``)."""
+
+    path: Path
+    overwrite: bool = False
+    sources: tuple[Path, ...] = ()
+    label: str = "DST"
+
+    def file(self) -> Path:
+        """The file path, checked: not an input, not a folder, existing only with ``overwrite``."""
+        return check_destination(self.path, overwrite=self.overwrite, label=self.label, want_dir=False,
+                                 sources=self.sources)
+
+    def folder(self, write: Callable[[Path], None]) -> Path:
+        """Write a folder here atomically (replacing only an empty or model folder, with ``overwrite``)."""
+        return atomic_dir(self.path, write, overwrite=self.overwrite, label=self.label,
+                          replaceable=is_model_folder, sources=self.sources)
 
 
-def export_motion_module(mm: MotionModuleWeights, dst: Path, to: str) -> Path:
+def _save_tensors(tensors, dst: Destination, metadata=None) -> Path:
+    path = dst.path
+    if path.suffix not in (".ckpt", ".pt", ".pth", ".safetensors"):
+        raise MotionAdapterError(f"{dst.label} {path}: expected a .safetensors or .ckpt file name, found "
+                                 f"{path.suffix or 'no suffix'!r}")
+    path = dst.file()
+    if path.suffix == ".safetensors":
+        return save_safetensors_atomic(tensors, path, metadata)
+    return save_pickle_atomic(tensors, path)
+
+
+def _destination(dst: str | Path | Destination) -> Destination:
+    return dst if isinstance(dst, Destination) else Destination(Path(dst))
+
+
+def export_motion_module(mm: MotionModuleWeights, dst: str | Path | Destination, to: str) -> Path:
+    dst = _destination(dst)
     if to == "ours":
-        return ours.save_motion_module(mm, dst)
+        return ours.save_motion_module(mm, dst.file())
     if to == "original":
         length = mm.config["motion_max_seq_length"]
         if length != PEER_FRIENDLY_PE and not mm.config["use_motion_mid_block"]:
             log.warning(
                 "%s: pos_encoder.pe length %d; ComfyUI/A1111 read 'no mid block and L != 32' as v1 and switch on "
                 "their cross-frame GroupNorm hack. Modules trained here use per-frame GroupNorm (v3-like).",
-                dst, length,
+                dst.path, length,
             )
         return _save_tensors(diffusers_to_original(mm.state_dict, length), dst)
     if to == "diffusers":
@@ -65,32 +91,33 @@ def export_motion_module(mm: MotionModuleWeights, dst: Path, to: str) -> Path:
 
         def write(tmp: Path) -> None:
             cfg = dict(mm.config)
-            adapter = materialize(lambda: MotionAdapter(**cfg), mm.state_dict, dst, "motion-module weights")
+            adapter = materialize(lambda: MotionAdapter(**cfg), mm.state_dict, dst.path, "motion-module weights")
             adapter.save_pretrained(str(tmp), safe_serialization=True)
 
-        return _atomic_dir(dst, write)
+        return dst.folder(write)
     raise MotionAdapterError(f"--to {to}: a motion module exports to ours, original or diffusers")
 
 
-def export_lora(lw: LoraWeights, dst: Path, to: str) -> Path:
+def export_lora(lw: LoraWeights, dst: str | Path | Destination, to: str) -> Path:
+    dst = _destination(dst)
     if to == "ours":
-        return ours.save_lora(lw, dst)
+        return ours.save_lora(lw, dst.file())
     if to == "original":
         return _save_tensors(to_original(lw), dst)
     if to == "kohya":
         return _save_tensors(to_kohya(lw), dst)
     if to == "diffusers":
-        if dst.suffix == ".safetensors":
-            return save_safetensors_atomic(to_peft_file_dict(lw), dst, {"format": "pt"})
-        return _atomic_dir(dst, lambda tmp: save_safetensors_atomic(
+        if dst.path.suffix == ".safetensors":
+            return save_safetensors_atomic(to_peft_file_dict(lw), dst.file(), {"format": "pt"})
+        return dst.folder(lambda tmp: save_safetensors_atomic(
             to_peft_file_dict(lw), tmp / "pytorch_lora_weights.safetensors", {"format": "pt"}))
     raise MotionAdapterError(f"--to {to}: expected one of {', '.join(TARGETS)}")
 
 
-def export_base(base: BaseWeights, dst: Path, to: str) -> Path:
+def export_base(base: BaseWeights, dst: str | Path | Destination, to: str) -> Path:
+    dst = _destination(dst)
     if to == "original":
-
-        return save_ldm_checkpoint(dst, base.unet, base.vae, base.text_encoder, unet_config=base.configs["unet"])
+        return save_ldm_checkpoint(dst.file(), base.unet, base.vae, base.text_encoder, unet_config=base.configs["unet"])
     if to == "diffusers":
 
         def write(tmp: Path) -> None:
@@ -108,12 +135,16 @@ def export_base(base: BaseWeights, dst: Path, to: str) -> Path:
                 (tmp / comp / "config.json").write_text(json.dumps(base.configs[comp], indent=2))
                 save_safetensors_atomic(sd, tmp / comp / fname, {"format": "pt"})
 
-        return _atomic_dir(dst, write)
+        return dst.folder(write)
     raise MotionAdapterError(f"--to {to}: an SD checkpoint exports to original (single file) or diffusers (folder)")
 
 
-def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None = None) -> Path:
-    """Read ``src`` (any supported layout) and write it to ``dst`` in the ``to`` layout.
+def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None = None,
+            overwrite: bool = False) -> Path:
+    """Read ``src`` (any supported layout, or a registered name) and write it to ``dst`` in the ``to`` layout.
+
+    An existing ``dst`` is refused unless ``overwrite``; even then only a file, an empty folder or a model
+    folder is replaced (atomically), and never ``src`` itself.
 
     ``config``: a diffusers folder describing the architecture of a single-file SD checkpoint (default SD1.5),
     or a MotionAdapter folder / ``config.json`` for a motion module whose heads or groups differ from the
@@ -121,14 +152,25 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
     """
     if to not in TARGETS:
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
+    src = resolve_source(src)
+    target = Destination(Path(dst), overwrite, (src,))
+    if not overwrite or same_file(target.path, Path(src)):
+        _refuse_early(target)  # before the (slow) read
     motion_cfg, base_cfgs = _read_config_arg(config)
     obj = load_adapter(src, config=motion_cfg, base_configs=base_cfgs)
-    dst = Path(dst)
+    dst = target
     if isinstance(obj, MotionModuleWeights):
         return export_motion_module(obj, dst, to)
     if isinstance(obj, LoraWeights):
         return export_lora(obj, dst, to)
     return export_base(obj, dst, to)
+
+
+def _refuse_early(target: Destination) -> None:
+    """An existing destination (without ``overwrite``) or the input itself, refused before anything is read."""
+    if same_file(target.path, target.sources[0]) or os.path.lexists(target.path):
+        check_destination(target.path, overwrite=target.overwrite, label=target.label,
+                          want_dir=target.path.is_dir(), sources=target.sources)
 
 
 def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | None]:

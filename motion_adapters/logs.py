@@ -1,34 +1,44 @@
-"""Command-line logging: our messages, without third-party import-time noise that users cannot act on."""
+"""Command-line logging: our messages, without third-party noise that users cannot act on.
+
+diffusers, transformers and bitsandbytes log some of that noise while they are being imported, so
+:func:`quiet_known_noise` imports none of them: it puts filters on the very loggers that emit it (a logger's
+filters act whatever handler prints the record later), and the console entry point calls it first.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from motion_adapters.compat import transformers_root_logger
-
-_NOISE = (
-    "requires torchvision (not installed)",  # transformers image processors: we never use them
-    "Failed to load CPU gemm_4bit_forward",  # bitsandbytes optional CPU 4-bit kernel: we never use 4-bit
-    "should be kept in float32: []",  # diffusers from_pipe: an empty list, nothing to act on
-)
+# the logger that emits each harmless message, and the message (a substring of it)
+KNOWN_NOISE: dict[str, tuple[str, ...]] = {
+    # transformers image processors: we never use them
+    "transformers.utils.import_utils": ("requires torchvision (not installed)",),
+    # bitsandbytes' optional CPU 4-bit kernel: we never use 4-bit
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
+    # diffusers' .to(): an empty list, nothing to act on
+    "diffusers.models.modeling_utils": ("should be kept in float32: []",),
+}
 
 
 class _DropNoise(logging.Filter):
+    def __init__(self, texts: tuple[str, ...]):
+        super().__init__()
+        self.texts = texts
+
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        return not any(n in msg for n in _NOISE)
+        return not any(t in msg for t in self.texts)
+
+
+def quiet_known_noise() -> None:
+    """Drop the known harmless third-party messages (idempotent; safe before those libraries are imported)."""
+    for name, texts in KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNoise) for f in logger.filters):
+            logger.addFilter(_DropNoise(texts))
 
 
 def setup_cli_logging(verbose: bool = False) -> None:
-    """Configure logging for the CLI and drop known harmless third-party warnings."""
+    """Configure logging for the CLI: warnings (debug with ``verbose``), known noise dropped."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    noise = _DropNoise()
-    for name in ("", "transformers", "bitsandbytes", "diffusers"):
-        logging.getLogger(name).addFilter(noise)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(noise)
-    try:  # transformers and diffusers log through their own handlers
-        for h in transformers_root_logger().handlers:
-            h.addFilter(noise)
-    except Exception:  # pragma: no cover - logging tweaks must never break the CLI
-        pass
+    quiet_known_noise()

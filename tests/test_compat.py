@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ast
 import copy
+import importlib.util
 import inspect
-import logging
 import re
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +22,7 @@ from diffusers.pipelines import free_noise_utils
 
 from motion_adapters import compat
 from motion_adapters.inference.pipeline import MotionAdaptersPipeline
+from motion_adapters.logs import KNOWN_NOISE
 from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import motion_unet_config
 from motion_adapters.tokenizer import clip_tokenizer
@@ -231,30 +233,13 @@ def test_accelerate_state_reset_allows_another_mixed_precision():
         compat.reset_accelerate_state()
 
 
-# ------------------------------------------------------------------------------------------- transformers
-def test_transformers_root_logger_carries_the_handler_that_sees_its_records():
-    root = compat.transformers_root_logger()
-    # other code in the process (e.g. a test that enabled propagation) may flip `propagate`; the handler is
-    # what must exist
-    assert root.name == "transformers" and root.handlers, changed(
-        "transformers' library root logger no longer owns a handler of its own")
-    seen: list[str] = []
-
-    class Catch(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            seen.append(record.getMessage())
-            return False  # dropped, as setup_cli_logging drops noise
-
-    catch = Catch()
-    handler = root.handlers[0]
-    handler.addFilter(catch)
-    level, propagate = root.level, root.propagate
-    try:
-        root.propagate = False  # transformers' default
-        root.setLevel(logging.WARNING)
-        logging.getLogger("transformers.models.clip.test_compat").warning("a child record")
-    finally:
-        handler.removeFilter(catch)
-        root.setLevel(level)
-        root.propagate = propagate
-    assert seen == ["a child record"], changed("records of transformers.* loggers bypass its root handler")
+# ------------------------------------------------------------------------------------ import-time noise
+@pytest.mark.parametrize("logger_name", sorted(KNOWN_NOISE))
+def test_known_noise_is_filtered_on_the_logger_that_emits_it(logger_name):
+    """The filters sit on the emitting modules' loggers (named by module): a library that moves the message
+    to another module makes it reappear in every command's output."""
+    module = importlib.util.find_spec(logger_name)
+    assert module is not None and module.origin, changed(f"{logger_name} is no longer a module")
+    source = Path(module.origin).read_text()
+    text = KNOWN_NOISE[logger_name][0].split(":")[0].split(" (")[0]
+    assert text in source, changed(f"{logger_name} no longer emits {text!r}")
