@@ -21,6 +21,7 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from motion_adapters.files import atomic_file, disk_full_guard
 from motion_adapters.training.accelerator import make_accelerator
 from motion_adapters.training.autoencoder import AutoencoderTask
 from motion_adapters.training.checkpoint import (
@@ -140,7 +141,8 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            with atomic_file(self.out / "config.json") as tmp:
+                tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
             # a resumed run logs again the steps after its checkpoint: drop those of the killed run
             trim_log(self.out / "log.jsonl", self.step)
         skip = self.step * cfg.run.grad_accum
@@ -180,7 +182,8 @@ class Trainer:
             return
         rec = {"step": self.step, "loss": loss, "lr": self.lr_sched.get_last_lr()[0], "grad_norm": self.grad_norm,
                "seconds": round(seconds, 4)}
-        with open(self.out / "log.jsonl", "a") as f:
+        path = self.out / "log.jsonl"
+        with disk_full_guard(path), open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self.tb is not None:
             self.tb.add_scalar("train/loss", loss, self.step)
@@ -209,7 +212,7 @@ class Trainer:
         written = {}
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            with self.ema.applied() if self.ema is not None else nullcontext():
+            with self.ema.applied() if self.ema is not None else nullcontext(), disk_full_guard(self.out):
                 written = self.task.export(self.out, self.training_metadata())
                 if self._validates():
                     self.validate()
@@ -223,7 +226,8 @@ class Trainer:
         """The task's validation samples at the current step (main process only)."""
         if not self.accelerator.is_main_process:
             return []
-        return self.task.validate(self.out, self.step, self.tb)
+        with disk_full_guard(self.out / "validation"):
+            return self.task.validate(self.out, self.step, self.tb)
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
