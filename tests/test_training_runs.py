@@ -157,7 +157,7 @@ def test_tiny_model_overfits_one_clip(tiny, tmp_path, low_vram):
 
 
 def _cli(config_args: list[str], env_extra: dict | None = None) -> list[str]:
-    return [sys.executable, "-m", "motion_adapters.cli", "train", *config_args]
+    return [sys.executable, "-m", "motion_adapters", "train", *config_args]
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -190,6 +190,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny, toy, tmp_path, l
     assert (killed_dir / "checkpoints" / "step-000002" / "trainer_state.json").exists()
     resumed = train(load_config(cfg_file), resume="latest")
     assert resumed["steps"] == 5 and resumed["losses"] == ref["losses"]
+    logged = [json.loads(line) for line in (killed_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]  # each step once, though steps after 2 ran twice
     a = _weights(ref["outputs"]["motion_lora"])
     b = _weights(resumed["outputs"]["motion_lora"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -314,7 +316,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny, toy, t
                                               optim=opt)))
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "motion_adapters.cli",
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "motion_adapters",
                           "train", str(cfg_file)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     a = _weights(one["outputs"]["motion_lora"])
