@@ -3,6 +3,7 @@ generator, SIGKILL + resume, and two processes (gloo) against one."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -156,7 +157,7 @@ def test_tiny_model_overfits_one_clip(tiny, tmp_path, low_vram):
 
 
 def _cli(config_args: list[str], env_extra: dict | None = None) -> list[str]:
-    return [sys.executable, "-m", "motion_adapters.cli", "train", *config_args]
+    return [sys.executable, "-m", "motion_adapters", "train", *config_args]
 
 
 def _weights(path) -> dict[str, torch.Tensor]:
@@ -189,9 +190,106 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny, toy, tmp_path, l
     assert (killed_dir / "checkpoints" / "step-000002" / "trainer_state.json").exists()
     resumed = train(load_config(cfg_file), resume="latest")
     assert resumed["steps"] == 5 and resumed["losses"] == ref["losses"]
+    logged = [json.loads(line) for line in (killed_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5]  # each step once, though steps after 2 ran twice
     a = _weights(ref["outputs"]["motion_lora"])
     b = _weights(resumed["outputs"]["motion_lora"])
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_log_after_a_resume_has_each_step_once(tiny, toy, tmp_path):
+    """A run killed at step 5 whose newest kept checkpoint is step 2 (and whose last log line was cut short)
+    logs steps 3-5 again on resume: log.jsonl keeps each step once, and the numbers of the uninterrupted run."""
+    from motion_adapters.training.trainer import train
+
+    out = tmp_path / "run"
+    cfg = load_config(values=values(tiny, toy, out, run={"max_steps": 5, "checkpoint_every": 2,
+                                                         "keep_checkpoints": 0}))
+    ref = train(cfg)
+    log_file = out / "log.jsonl"
+    first = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [r["step"] for r in first] == [1, 2, 3, 4, 5]
+    with open(log_file, "a") as f:
+        f.write('{"step": 6, "lo')  # the kill came in the middle of a write
+    resumed = train(cfg, resume=str(out / "checkpoints" / "step-000002"))
+    assert resumed["losses"] == ref["losses"]
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in records] == [r["loss"] for r in first]
+
+
+def _tiny_disk(monkeypatch, free=12_000_000):
+    """``shutil.disk_usage`` reports a nearly full disk (12 MB free)."""
+    from motion_adapters import files
+
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - free, free))
+
+
+def _fail(message):
+    def writer(*args, **kwargs):
+        raise RuntimeError(message)
+    return writer
+
+
+@pytest.mark.parametrize("where", ("checkpoint", "export", "log"))
+def test_a_full_disk_ends_the_run_with_one_line_naming_the_path(tiny, toy, tmp_path, monkeypatch, capsys, where):
+    """torch's and safetensors' messages for a full disk ("unexpected pos", "iostream error") become one
+    line saying "disk full" with the path and the free space; no traceback, no partial checkpoint left."""
+    import accelerate
+    import yaml
+
+    from motion_adapters import io
+    from motion_adapters.cli import main
+    from motion_adapters.files import DiskFullError
+    from motion_adapters.training import trainer as trainer_mod
+
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(values(tiny, toy, out, run={"max_steps": 2, "checkpoint_every": 1})))
+    _tiny_disk(monkeypatch)
+    expect = {"checkpoint": out / "checkpoints" / "step-000001", "export": out / "motion_lora.safetensors",
+              "log": out / "log.jsonl"}[where]
+    if where == "checkpoint":
+        monkeypatch.setattr(accelerate.Accelerator, "save_state",
+                            _fail("[enforce fail at inline_container.cc:664] . unexpected pos 12345 vs 0"))
+    elif where == "export":
+        monkeypatch.setattr(io, "save_file", _fail("basic_ios::clear: iostream error"))
+    else:
+        def full(path, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        monkeypatch.setattr(trainer_mod, "open", full, raising=False)  # the log's plain open() in trainer.py
+    with pytest.raises(DiskFullError) as err:
+        trainer_mod.train(load_config(cfg_file))
+    assert err.value.path == expect and err.value.free_bytes == 12_000_000
+    capsys.readouterr()
+    assert main(["train", str(cfg_file)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {expect}: disk full — could not write it (12.0 MB free on that disk); free some "
+                     "space or write somewhere else"]
+    assert not [p for p in (out / "checkpoints").glob(".*")] if (out / "checkpoints").exists() else True
+    assert not list(out.glob(".*partial"))
+
+
+def test_outputs_follow_the_umask(tiny, toy, tmp_path):
+    """Checkpoints, exported files and folders, logs: 0644 files and 0755 folders under umask 022
+    (safetensors and mkdtemp alone would give 0600 / 0700)."""
+    from motion_adapters.training.trainer import train
+
+    out = tmp_path / "run"
+    old = os.umask(0o022)
+    try:
+        train(load_config(values=values(tiny, toy, out, "joint", data={"images": "same", "images_per_sample": 1},
+                                        run={"max_steps": 2, "checkpoint_every": 1})))
+    finally:
+        os.umask(old)
+    mode = {p: p.stat().st_mode & 0o777 for p in out.rglob("*")}
+    assert mode[out / "motion_module.safetensors"] == 0o644 and mode[out / "base"] == 0o755
+    assert mode[out / "base" / "unet"] == 0o755 and mode[out / "checkpoints" / "step-000001"] == 0o755
+    assert mode[out / "checkpoints" / "step-000001" / "trainable.safetensors"] == 0o644
+    assert mode[out / "log.jsonl"] == 0o644 and mode[out / "config.json"] == 0o644
+    assert {m for p, m in mode.items() if p.is_file()} == {0o644}
+    assert {m for p, m in mode.items() if p.is_dir()} == {0o755}
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
@@ -218,7 +316,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny, toy, t
                                               optim=opt)))
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "motion_adapters.cli",
+    res = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "motion_adapters",
                           "train", str(cfg_file)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     a = _weights(one["outputs"]["motion_lora"])

@@ -55,6 +55,73 @@ def test_presets_validate_and_errors_name_the_key(tiny, toy):
     assert cfg.optim.lr == 5e-5 and cfg.optim.betas == (0.9, 0.99)
 
 
+def test_every_number_of_the_config_has_a_range_and_the_defaults_are_in_it():
+    from motion_adapters.training.config import INTERVALS, RANGES, TrainConfig, check_ranges, numeric_fields
+
+    keys = [k for k, _ in numeric_fields()]
+    assert sorted(keys) == sorted(RANGES), set(keys) ^ set(RANGES)
+    check_ranges(TrainConfig())
+    assert 0.5 in INTERVALS["data.empty_caption_prob"] and 1.0 not in INTERVALS["optim.betas"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=-1", r"^optim\.lr: expected a finite number > 0, found -1\.0$"),
+    ("optim.lr=nan", r"^optim\.lr: expected a finite number > 0, found nan$"),
+    ("optim.lr=.inf", r"^optim\.lr: expected a finite number > 0, found inf$"),
+    ("optim.lr_spatial=0", r"^optim\.lr_spatial: expected a finite number > 0"),
+    ("optim.betas=[0.9, 1.0]", r"^optim\.betas\[1\]: expected a finite number in \[0, 1\), found 1\.0$"),
+    ("optim.eps=0", r"^optim\.eps: expected a finite number > 0"),
+    ("optim.weight_decay=-0.1", r"^optim\.weight_decay: expected a finite number >= 0"),
+    ("optim.max_grad_norm=nan", r"^optim\.max_grad_norm: "),
+    ("optim.warmup_steps=-1", r"^optim\.warmup_steps: expected an integer >= 0, found -1$"),
+    ("optim.ema_decay=1", r"^optim\.ema_decay: expected a finite number in \[0, 1\), found 1\.0$"),
+    ("data.empty_caption_prob=1.5", r"^data\.empty_caption_prob: expected a finite number in \[0, 1\]"),
+    ("data.max_failed_fraction=-0.1", r"^data\.max_failed_fraction: "),
+    ("data.num_frames=0", r"^data\.num_frames: expected an integer >= 1, found 0$"),
+    ("data.stride=0", r"^data\.stride: "),
+    ("lora.rank=0", r"^lora\.rank: expected an integer >= 1"),
+    ("lora.alpha=0", r"^lora\.alpha: expected a finite number > 0"),
+    ("lora.dropout=1", r"^lora\.dropout: expected a finite number in \[0, 1\)"),
+    ("loss.offset_noise=-0.1", r"^loss\.offset_noise: "),
+    ("loss.beta_end=1.5", r"^loss\.beta_end: expected a finite number in \(0, 1\)"),
+    ("loss.spatial_mask_prob=2", r"^loss\.spatial_mask_prob: "),
+    ("run.max_steps=0", r"^run\.max_steps: expected an integer >= 1, found 0$"),
+    ("run.batch_size=0", r"^run\.batch_size: "),
+    ("run.seed=-1", r"^run\.seed: expected an integer in \[0, 4294967295\], found -1$"),
+    ("validation.guidance_scale=nan", r"^validation\.guidance_scale: "),
+    ("validation.steps=0", r"^validation\.steps: "),
+    ("validation.height=60", r"^validation\.height: expected a multiple of 8"),
+    ("vae.kl_weight=-1", r"^vae\.kl_weight: "),
+])
+def test_numbers_out_of_range_are_refused_at_load_naming_the_key(tiny, toy, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(values=base_values(tiny, toy), overrides=[override])
+
+
+def test_print_config_refuses_a_bad_number_with_one_line(capsys):
+    from motion_adapters.cli import main
+
+    assert main(["train", "motion_lora", "--set", "optim.lr=nan", "--print-config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: optim.lr: expected a finite number > 0, found nan\n"
+
+
+@pytest.mark.parametrize(("override", "value"), [
+    ("run.mixed_precision=no", "no"), ("run.mixed_precision=false", "no"), ("run.mixed_precision=No", "no"), ("run.mixed_precision=off", "no"),
+    ("run.mixed_precision=bf16", "bf16")])
+def test_yaml_1_1_booleans_do_not_bite_string_keys(tiny, toy, tmp_path, override, value):
+    cfg = load_config(values=base_values(tiny, toy), overrides=[override])
+    assert cfg.run.mixed_precision == value
+    f = tmp_path / "c.yaml"  # the same in a YAML file, and through values parsed elsewhere (as False)
+    f.write_text(f"model: {{base: {tiny.base_a}, motion_module: {tiny.mm_a_dir}}}\ndata: {{path: {toy}}}\n"
+                 f"run: {{mixed_precision: {override.split('=')[1]}}}\n")
+    assert load_config(f).run.mixed_precision == value
+    assert load_config(values=base_values(tiny, toy, run={"mixed_precision": False})).run.mixed_precision == "no"
+    for word, flag in (("yes", True), ("on", True), ("no", False), ("off", False), ("true", True)):
+        assert load_config(values=base_values(tiny, toy), overrides=[f"data.hflip={word}"]).data.hflip is flag
+    assert load_config(values=base_values(tiny, toy), overrides=["data.caption_column=no"]).data.caption_column == "no"
+
+
 def test_parameter_groups_are_decided_by_module_type(tiny):
     from diffusers import UNetMotionModel
     from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -173,10 +240,10 @@ def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
     assert ds.refused == [("999.mp4", "missing")]
     items = [ds[p] for p in range(6)]
     assert all(it["file"] in ("00001/123.mp4", "456.mp4") for it in items)
-    counter = FailureCounter(0.5, root, min_attempts=1)
+    counter = FailureCounter(0.5, root, min_files=1)
     counter.add(items)
-    assert counter.failed and all(f == "789.mp4" for f, _ in counter.failed)
-    strict = FailureCounter(0.01, root, min_attempts=1)
+    assert list(counter.failed) == ["789.mp4"]
+    strict = FailureCounter(0.01, root, min_files=1)
     with pytest.raises(DataError, match=r"data\.max_failed_fraction=1%.*789\.mp4"):
         strict.add(items)
     with pytest.raises(DataError, match=r"more than data\.max_failed_fraction"):
@@ -184,6 +251,32 @@ def test_webvid_columns_broken_files_and_failure_limit(tiny, tmp_path):
     (root / "metadata.csv").write_text("path,caption\nx.mp4,hi\n")
     with pytest.raises(DataError, match=r"expected a column 'file_name'.*found columns \['caption', 'path'\]"):
         VideoDataset(cfg, seed=0)
+
+
+def test_failure_limit_counts_distinct_files_not_load_attempts(tiny, tmp_path):
+    """Two epochs over 3 files with one broken: 2 failed loads of ~8 attempts, but 1 of 3 files."""
+    from motion_adapters.training.data import FailureCounter
+    from tests.tiny_data import moving_square, write_video
+
+    root = tmp_path / "d"
+    for name in ("a", "b"):
+        write_video(root / f"{name}.mp4", moving_square(10))
+    (root / "c.mp4").write_bytes(b"garbage" * 20)
+    (root / "metadata.csv").write_text("file_name,text\na.mp4,x\nb.mp4,y\nc.mp4,z\n")
+    ds = VideoDataset(load_config(values=base_values(tiny, root, data={"max_failed_fraction": 0.5})).data, seed=0)
+    items = [ds[p] for p in range(6)]
+    assert sum(len(it["failures"]) for it in items) == 2
+    counter = FailureCounter(0.5, root, min_files=1)
+    counter.add(items[:3])
+    counter.add(items[3:])
+    assert counter.tried == {"a.mp4", "b.mp4", "c.mp4"} and list(counter.failed) == ["c.mp4"]
+    assert counter.attempts == 8
+    resumed = FailureCounter(0.5, root, min_files=1)
+    resumed.load_state(json.loads(json.dumps(counter.state())))
+    assert (resumed.tried, resumed.failed, resumed.attempts) == (counter.tried, counter.failed, counter.attempts)
+    with pytest.raises(DataError, match=r": 1 of 3 files tried so far failed \(33%\), more than "
+                                        r"data\.max_failed_fraction=30%\. First failures: c\.mp4: "):
+        FailureCounter(0.3, root, min_files=1).add(items)
 
 
 def test_losses():

@@ -10,19 +10,21 @@ atomic checkpoints, resume, EMA, logging) is the trainer's, as for the diffusion
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from motion_adapters.files import atomic_dir, only_names
 from motion_adapters.training.config import TrainConfig
 from motion_adapters.training.data import VideoDataset
 from motion_adapters.training.model import to_fp16_file
 from motion_adapters.training.task import LossPass
 
 SCALE_BATCHES = 4
+#: what an exported VAE folder holds: such a folder is replaced by the next export
+VAE_FOLDER_NAMES = frozenset({"config.json", "diffusion_pytorch_model.safetensors", "training.json"})
 
 
 def pixels_of(items: list[dict], device) -> torch.Tensor:
@@ -97,15 +99,16 @@ class AutoencoderTask:
         n = SCALE_BATCHES * self.cfg.run.batch_size
         items = VideoDataset(self.cfg.data, self.cfg.run.seed)  # the run's items (a function of seed and position)
         self.vae.register_to_config(scaling_factor=latent_scale(self.vae, items, n, self.accelerator.device))
-        folder, tmp = out_dir / "vae", out_dir / ".vae.tmp"
-        self.vae.save_pretrained(str(tmp))
-        if self.cfg.run.export_dtype == "fp16":
-            for f in tmp.glob("*.safetensors"):
-                to_fp16_file(f)
-        (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+
+        def write(tmp: Path) -> None:
+            self.vae.save_pretrained(str(tmp))
+            if self.cfg.run.export_dtype == "fp16":
+                for f in tmp.glob("*.safetensors"):
+                    to_fp16_file(f)
+            (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
+
+        folder = atomic_dir(out_dir / "vae", write, overwrite=True, label="export",
+                            replaceable=only_names(VAE_FOLDER_NAMES))
         return {"vae": str(folder)}
 
     def validate(self, out_dir: Path, step: int, tb) -> list[Path]:

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.files import apply_umask, atomic_file, disk_full_guard
 
 STEP_RE = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -85,21 +86,30 @@ def resolve_resume(resume: str | None, root: Path) -> Path | None:
 
 
 def save_checkpoint(accelerator, root: Path, step: int, state: dict, keep: int) -> Path:
-    """Write to ``.tmp-step-N`` then rename to ``step-N`` (all processes call this)."""
+    """Write to ``.tmp-step-N`` then rename to ``step-N`` (all processes call this). A full disk raises
+    :class:`~motion_adapters.files.DiskFullError` naming the checkpoint, and the partial folder is removed."""
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
+    try:
+        with disk_full_guard(final):
+            if accelerator.is_main_process:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
+                apply_umask(tmp)  # safetensors writes 0600 files whatever the umask says
+                if final.exists():
+                    shutil.rmtree(final)
+                tmp.rename(final)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
         for _, old in checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -108,3 +118,25 @@ def save_checkpoint(accelerator, root: Path, step: int, state: dict, keep: int) 
 
 def read_state(ckpt: Path) -> dict:
     return json.loads((ckpt / STATE_FILE).read_text())
+
+
+def trim_log(path: Path, step: int) -> int:
+    """Drop the records of ``log.jsonl`` after ``step`` (and a line cut short by a kill), so that a run going
+    on from ``step`` logs each step once. Rewritten atomically; returns how many lines were dropped."""
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            ok = int(rec["step"]) <= step
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line + "\n")
+        else:
+            dropped += 1
+    if dropped:
+        with atomic_file(path) as tmp:
+            tmp.write_text("".join(keep))
+    return dropped

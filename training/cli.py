@@ -26,7 +26,7 @@ def add_train_parser(subparsers) -> None:
         description="Train from one YAML config (a path, or a preset name: motion, motion_lora, spatial_lora, "
         "spatial_full, joint, motiondirector, shipped in " + str(PRESET_DIR) + "; tasks t2i and vae: docs/training.md). "
         "Runs under accelerate: single process, or multi-GPU / multi-node with `accelerate launch --config_file "
-        + str(PRESET_DIR / "accelerate" / "ddp.yaml") + " -m motion_adapters.cli train ...` "
+        + str(PRESET_DIR / "accelerate" / "ddp.yaml") + " -m motion_adapters train ...` "
         "or torchrun. Checkpoints go to OUTPUT_DIR/checkpoints (atomic); adapters to OUTPUT_DIR.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -7,6 +7,8 @@ as YAML scalars/lists (``run.max_steps=10``, ``optim.betas=[0.9,0.99]``, ``model
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -177,7 +179,146 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+# ------------------------------------------------------------------------------------------------- ranges
+INF = float("inf")
+SEED_MAX = 2**32 - 1  # numpy's seed range (accelerate's set_seed seeds numpy too)
+
+#: Every number of the config and the interval it must lie in: ``"[a, b]"`` / ``"(a, b)"`` / mixed, with
+#: ``inf`` for no upper bound. Floats must also be finite; ``None`` (where the type allows it) means "default"
+#: and is not checked. A tuple field (``optim.betas``) applies the range to each element.
+RANGES: dict[str, str] = {
+    "model.motion_num_attention_heads": "[1, inf)",
+    "model.motion_norm_num_groups": "[1, inf)",
+    "model.motion_max_seq_length": "[1, inf)",
+    "lora.rank": "[1, inf)",
+    "lora.alpha": "(0, inf)",
+    "lora.dropout": "[0, 1)",
+    "lora.spatial_rank": "[1, inf)",
+    "data.num_frames": "[1, inf)",
+    "data.stride": "[1, inf)",
+    "data.resolution": "[8, inf)",
+    "data.min_frames": "[1, inf)",
+    "data.empty_caption_prob": "[0, 1]",
+    "data.max_failed_fraction": "[0, 1]",
+    "data.images_per_sample": "[0, inf)",
+    "data.num_workers": "[0, inf)",
+    "loss.beta_start": "(0, 1)",
+    "loss.beta_end": "(0, 1)",
+    "loss.num_train_timesteps": "[1, inf)",
+    "loss.offset_noise": "[0, inf)",
+    "loss.temporal_coherence_weight": "[0, inf)",
+    "loss.appearance_debias_weight": "[0, inf)",
+    "loss.appearance_debias_beta": "[0, inf)",
+    "loss.image_loss_weight": "[0, inf)",
+    "loss.spatial_mask_prob": "[0, 1]",
+    "optim.lr": "(0, inf)",
+    "optim.lr_spatial": "(0, inf)",
+    "optim.betas": "[0, 1)",
+    "optim.weight_decay": "[0, inf)",
+    "optim.eps": "(0, inf)",
+    "optim.max_grad_norm": "[0, inf)",  # 0: no clipping
+    "optim.warmup_steps": "[0, inf)",
+    "optim.lr_text_encoder": "(0, inf)",
+    "optim.ema_decay": "[0, 1)",  # 0: no EMA
+    "run.seed": f"[0, {SEED_MAX}]",
+    "run.max_steps": "[1, inf)",
+    "run.batch_size": "[1, inf)",
+    "run.grad_accum": "[1, inf)",
+    "run.checkpoint_every": "[1, inf)",
+    "run.keep_checkpoints": "[0, inf)",  # 0: keep every checkpoint
+    "run.log_every": "[1, inf)",
+    "validation.every": "[0, inf)",  # 0: only at the end
+    "validation.num_frames": "[1, inf)",
+    "validation.height": "[8, inf)",
+    "validation.width": "[8, inf)",
+    "validation.steps": "[1, inf)",
+    "validation.guidance_scale": "[0, inf)",
+    "validation.seed": f"[0, {SEED_MAX}]",
+    "validation.fps": "[1, inf)",
+    "vae.latent_noise": "[0, inf)",
+    "vae.kl_weight": "[0, inf)",
+    "vae.l1_weight": "[0, inf)",
+}
+
+
+@dataclass(frozen=True)
+class Interval:
+    lo: float
+    hi: float
+    lo_open: bool
+    hi_open: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        lo, hi = (float(x) for x in text[1:-1].split(","))
+        return cls(lo, hi, text[0] == "(", text[-1] == ")")
+
+    def __contains__(self, v: float) -> bool:
+        return ((v > self.lo) if self.lo_open else (v >= self.lo)) and ((v < self.hi) if self.hi_open else (v <= self.hi))
+
+    def describe(self, integer: bool) -> str:
+        lo = f"{int(self.lo)}" if integer or self.lo.is_integer() else f"{self.lo:g}"
+        hi = f"{int(self.hi)}" if (integer or self.hi.is_integer()) and math.isfinite(self.hi) else f"{self.hi:g}"
+        if math.isinf(self.hi):
+            return f"{'>' if self.lo_open else '>='} {lo}"
+        return f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+
+
+INTERVALS = {key: Interval.parse(text) for key, text in RANGES.items()}
+
+
+def numeric_fields(cls=None, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, type)`` of every int / float field (also optional and tuple ones) of the config."""
+    cls = cls or TrainConfig
+    out = []
+    for name, tp in typing.get_type_hints(cls).items():
+        key = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            out += numeric_fields(tp, key)
+        elif {int, float} & set(typing.get_args(tp) or (tp,)) and tp is not bool:
+            out.append((key, tp))
+    return out
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every number finite and in its :data:`RANGES` interval; the error names the key."""
+    for key, _tp in numeric_fields():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
+        for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+            where = f"{key}[{i}]" if isinstance(value, tuple) else key
+            integer = isinstance(v, int)
+            rng = INTERVALS[key]
+            if (not integer and not math.isfinite(v)) or v not in rng:
+                what = "an integer" if integer else "a finite number"
+                raise ConfigError(f"{where}: expected {what} {rng.describe(integer)}, found {v!r}")
+
+
 # ------------------------------------------------------------------------------------------------ parsing
+class _Loader(yaml.SafeLoader):
+    """YAML with only ``true``/``false`` as booleans (YAML 1.2): PyYAML's 1.1 rules also read ``yes``/``no``/
+    ``on``/``off``, which turned ``run.mixed_precision=no`` into ``False``. Boolean keys still accept those words
+    (see :func:`_coerce`)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+#: YAML 1.1 words for booleans: accepted by boolean keys; a boolean given to a key of string choices is read
+#: back as the word among the choices (``mixed_precision: no`` parsed elsewhere as ``False`` → ``"no"``).
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` without the YAML 1.1 booleans (``no`` stays the string ``"no"``)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -198,6 +339,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, found {value!r}")
     if origin is Literal:
+        if isinstance(value, str) and value not in args and value.lower() in BOOL_WORDS:
+            value = BOOL_WORDS[value.lower()]  # "No", "off" → the choice that means false ("no")
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            value = next((a for a in args if BOOL_WORDS.get(a.lower()) is value), value)
         if value not in args:
             raise ConfigError(f"{key}: expected one of {list(args)}, found {value!r}")
         return value
@@ -222,6 +367,8 @@ def _coerce(value: Any, tp, key: str) -> Any:
     if tp is Any:
         return value
     if tp is bool:
+        if isinstance(value, str) and value.lower() in BOOL_WORDS:
+            return BOOL_WORDS[value.lower()]
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, found {value!r}")
         return value
@@ -273,7 +420,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. optim.lr=5e-5)")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({e})") from e
     return key.strip(), value
@@ -298,7 +445,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         p = resolve_config_path(path)
         try:
-            tree = yaml.safe_load(p.read_text()) or {}
+            tree = yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: expected valid YAML, found a syntax error ({e})") from e
         if not isinstance(tree, dict):
@@ -321,7 +468,8 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Cross-field checks (each message names the key)."""
+    """Ranges (:data:`RANGES`), then cross-field checks (each message names the key)."""
+    check_ranges(cfg)
     scratch = cfg.task == "vae" or (cfg.task == "t2i" and bool(cfg.model.unet_config))
     if not cfg.model.base and not scratch:
         raise ConfigError("model.base: expected a base checkpoint (diffusers folder or single file), found nothing")
@@ -335,8 +483,6 @@ def validate(cfg: TrainConfig) -> None:
         if not cfg.model.text_encoder_config:
             raise ConfigError("model.text_encoder_config: t2i from scratch needs the text encoder's config, "
                               "found nothing")
-    if cfg.optim.ema_decay and not 0.0 < cfg.optim.ema_decay < 1.0:
-        raise ConfigError(f"optim.ema_decay: expected 0 (off) or a decay in (0, 1), found {cfg.optim.ema_decay}")
     if cfg.model.train_text_encoder and cfg.task != "t2i":
         raise ConfigError(f"model.train_text_encoder: only task t2i trains the text encoder, found task {cfg.task}")
     if not cfg.data.path:
@@ -347,21 +493,8 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.task not in ("motion", *NO_MOTION_TASKS) and not cfg.model.motion_module:
         raise ConfigError(f"model.motion_module: task {cfg.task} trains on top of an existing motion module; "
                           "expected its path, found nothing")
-    positive = {"data.num_frames": cfg.data.num_frames, "data.stride": cfg.data.stride,
-                "data.resolution": cfg.data.resolution, "run.max_steps": cfg.run.max_steps,
-                "run.batch_size": cfg.run.batch_size, "run.grad_accum": cfg.run.grad_accum,
-                "run.checkpoint_every": cfg.run.checkpoint_every, "lora.rank": cfg.lora.rank,
-                "loss.num_train_timesteps": cfg.loss.num_train_timesteps}
-    for key, v in positive.items():
-        if v < 1:
-            raise ConfigError(f"{key}: expected a positive integer, found {v}")
     if cfg.data.resolution % 8:
         raise ConfigError(f"data.resolution: expected a multiple of 8 (VAE downsampling), found {cfg.data.resolution}")
-    for key, v in {"data.empty_caption_prob": cfg.data.empty_caption_prob,
-                   "data.max_failed_fraction": cfg.data.max_failed_fraction,
-                   "loss.spatial_mask_prob": cfg.loss.spatial_mask_prob, "lora.dropout": cfg.lora.dropout}.items():
-        if not 0.0 <= v <= 1.0:
-            raise ConfigError(f"{key}: expected a fraction in [0, 1], found {v}")
     if cfg.data.num_frames > cfg.model.motion_max_seq_length and cfg.task == "motion" and not cfg.model.motion_module:
         raise ConfigError(f"data.num_frames: expected at most model.motion_max_seq_length "
                           f"({cfg.model.motion_max_seq_length}), found {cfg.data.num_frames}")
@@ -372,5 +505,7 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("data.images: data.images_per_sample > 0 needs an image folder or 'same', found nothing")
     if cfg.data.sample == "frame" and cfg.task in ("motion", "motion_lora", "motiondirector"):
         raise ConfigError(f"data.sample: task {cfg.task} trains temporal layers and needs clips, found 'frame'")
-    if cfg.validation.every < 0 or cfg.run.log_every < 1:
-        raise ConfigError("validation.every / run.log_every: expected non-negative / positive integers")
+    for key in ("height", "width"):
+        if getattr(cfg.validation, key) % 8:
+            raise ConfigError(f"validation.{key}: expected a multiple of 8 (VAE downsampling), found "
+                              f"{getattr(cfg.validation, key)}")

@@ -258,28 +258,49 @@ class VideoDataset(Dataset):
         return item
 
 
-def _too_many(folder, failed: int, total: int, limit: float, examples) -> str:
+def _too_many(folder, failed: int, total: int, limit: float, examples, what: str = "files") -> str:
     ex = "; ".join(f"{f}: {r}" for f, r in examples[:3])
-    return (f"{folder}: {failed} of {total} files failed ({failed / max(total, 1):.0%}), more than "
+    return (f"{folder}: {failed} of {total} {what} failed ({failed / max(total, 1):.0%}), more than "
             f"data.max_failed_fraction={limit:.0%}. First failures: {ex}")
 
 
-class FailureCounter:
-    """Counts load attempts and skipped files; stops the run when too many fail."""
+def item_files(item: dict) -> list[str]:
+    """Every file an item tried to load: the one it holds, its joint images, and those that failed first."""
+    files = [item["file"]] if "file" in item else []
+    files += [sub["file"] for sub in item.get("images", []) if "file" in sub]
+    return files + [f for f, _ in item.get("failures", [])]
 
-    def __init__(self, limit: float, folder, min_attempts: int = 20):
-        self.limit, self.folder, self.min_attempts = limit, folder, min_attempts
+
+class FailureCounter:
+    """Counts distinct files: those tried and those that failed to load (a broken file met again in a later
+    epoch, or retried, counts once); stops the run when the failed share of the files tried is over the limit
+    (once ``min_files`` files were tried). ``attempts`` counts load attempts (for the adapter metadata)."""
+
+    def __init__(self, limit: float, folder, min_files: int = 20):
+        self.limit, self.folder, self.min_files = limit, folder, min_files
         self.attempts = 0
-        self.failed: list[tuple[str, str]] = []
+        self.tried: set[str] = set()
+        self.failed: dict[str, str] = {}  # file -> the first reason it failed
 
     def add(self, items: list[dict]) -> None:
         for it in items:
             self.attempts += it.get("attempts", 1)
+            self.tried.update(item_files(it))
             for f, r in it.get("failures", []):
-                log.warning("skipped %s: %s", f, r)
-                self.failed.append((f, r))
-        if self.attempts >= self.min_attempts and len(self.failed) / self.attempts > self.limit:
-            raise DataError(_too_many(self.folder, len(self.failed), self.attempts, self.limit, self.failed))
+                if f not in self.failed:
+                    log.warning("skipped %s: %s", f, r)
+                    self.failed[f] = r
+        if len(self.tried) >= self.min_files and len(self.failed) / len(self.tried) > self.limit:
+            raise DataError(_too_many(self.folder, len(self.failed), len(self.tried), self.limit,
+                                      list(self.failed.items()), what="files tried so far"))
+
+    def state(self) -> dict:
+        return {"attempts": self.attempts, "tried": sorted(self.tried), "failed": list(self.failed.items())}
+
+    def load_state(self, st: dict) -> None:
+        self.attempts = int(st.get("attempts", 0))
+        self.failed = {f: r for f, r in st.get("failed", [])}
+        self.tried = set(st.get("tried", [])) | set(self.failed)
 
 
 def collate(items: list[dict]) -> list[dict]:

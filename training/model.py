@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -19,6 +17,7 @@ from safetensors.torch import save_file
 
 from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
 from motion_adapters.errors import AdapterFormatError
+from motion_adapters.files import atomic_dir, atomic_file, only_names
 from motion_adapters.formats.ldm import save_ldm_checkpoint
 from motion_adapters.formats.lora import LoraWeights
 from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
@@ -47,6 +46,9 @@ from motion_adapters.training.train_models import (
 )
 
 log = logging.getLogger(__name__)
+#: what an exported diffusers SD folder (``base/``) holds: such a folder is replaced by the next export
+BASE_FOLDER_NAMES = frozenset({"model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler",
+                               "feature_extractor", "safety_checker", "training.json"})
 
 
 def new_motion_module(unet_config: dict, cfg: TrainConfig, seed: int) -> MotionModuleWeights:
@@ -235,9 +237,8 @@ def to_fp16_file(path: Path) -> None:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _half(sd: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
@@ -277,14 +278,13 @@ def save_base_folder(tm: TrainModels, unet: torch.nn.Module, folder: Path, train
         scheduler=make_scheduler("ddim"), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    pipe.save_pretrained(str(tmp))
-    if cfg.run.export_dtype == "fp16":
-        for f in tmp.glob("*/*.safetensors"):
-            to_fp16_file(f)
-    (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return folder
+
+    def write(tmp: Path) -> None:
+        pipe.save_pretrained(str(tmp))
+        if cfg.run.export_dtype == "fp16":
+            for f in tmp.glob("*/*.safetensors"):
+                to_fp16_file(f)
+        (tmp / "training.json").write_text(json.dumps(training, indent=2, default=str))
+
+    # a folder this export wrote before is replaced; one holding anything else is left alone (an error)
+    return atomic_dir(folder, write, overwrite=True, label="export", replaceable=only_names(BASE_FOLDER_NAMES))

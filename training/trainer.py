@@ -21,9 +21,16 @@ import torch
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
+from motion_adapters.files import atomic_file, disk_full_guard
 from motion_adapters.training.accelerator import make_accelerator
 from motion_adapters.training.autoencoder import AutoencoderTask
-from motion_adapters.training.checkpoint import read_state, register_hooks, resolve_resume, save_checkpoint
+from motion_adapters.training.checkpoint import (
+    read_state,
+    register_hooks,
+    resolve_resume,
+    save_checkpoint,
+    trim_log,
+)
 from motion_adapters.training.config import TrainConfig
 from motion_adapters.training.data import FailureCounter, StreamSampler, VideoDataset, collate
 from motion_adapters.training.diffusion import DiffusionTask
@@ -79,8 +86,7 @@ class Trainer:
             st = read_state(ckpt)
             self.step = int(st["step"])
             self.losses = list(st.get("losses", []))
-            self.failures.attempts = int(st.get("attempts", 0))
-            self.failures.failed = [tuple(x) for x in st.get("failed", [])]
+            self.failures.load_state(st)
             if acc.is_main_process:
                 print(f"resumed from {ckpt} at step {self.step}", flush=True)
         self.tb = self._tensorboard()
@@ -93,7 +99,7 @@ class Trainer:
         except ImportError:
             log.warning("tensorboard is not installed; logging to log.jsonl only")
             return None
-        return SummaryWriter(str(self.out / "logs"))
+        return SummaryWriter(str(self.out / "logs"), purge_step=self.step + 1)  # drop events after a resume point
 
     @property
     def tm(self) -> TrainModels | None:
@@ -125,8 +131,7 @@ class Trainer:
         return total
 
     def state(self) -> dict:
-        return {"step": self.step, "losses": self.losses, "attempts": self.failures.attempts,
-                "failed": self.failures.failed[:1000], "task": self.cfg.task}
+        return {"step": self.step, "losses": self.losses, **self.failures.state(), "task": self.cfg.task}
 
     def run(self) -> dict:
         """Train to ``run.max_steps`` (from the resumed step), then :meth:`finish`.
@@ -136,7 +141,10 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            with atomic_file(self.out / "config.json") as tmp:
+                tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
+            # a resumed run logs again the steps after its checkpoint: drop those of the killed run
+            trim_log(self.out / "log.jsonl", self.step)
         skip = self.step * cfg.run.grad_accum
         loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
         bar = None
@@ -174,7 +182,8 @@ class Trainer:
             return
         rec = {"step": self.step, "loss": loss, "lr": self.lr_sched.get_last_lr()[0], "grad_norm": self.grad_norm,
                "seconds": round(seconds, 4)}
-        with open(self.out / "log.jsonl", "a") as f:
+        path = self.out / "log.jsonl"
+        with disk_full_guard(path), open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if self.tb is not None:
             self.tb.add_scalar("train/loss", loss, self.step)
@@ -193,7 +202,8 @@ class Trainer:
                 "global_batch": self.cfg.run.batch_size * self.cfg.run.grad_accum * acc.num_processes,
                 "memory": self.memory, "config": self.cfg.to_dict(),
                 "data": {**self.dataset.summary(), "load_attempts": self.failures.attempts,
-                         "skipped": len(self.failures.failed), "skipped_examples": self.failures.failed[:5]}}
+                         "files_tried": len(self.failures.tried), "skipped": len(self.failures.failed),
+                         "skipped_examples": list(self.failures.failed.items())[:5]}}
 
     def finish(self) -> dict:
         """Export (the EMA weights when on) and the final validation, on the main process."""
@@ -202,7 +212,7 @@ class Trainer:
         written = {}
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            with self.ema.applied() if self.ema is not None else nullcontext():
+            with self.ema.applied() if self.ema is not None else nullcontext(), disk_full_guard(self.out):
                 written = self.task.export(self.out, self.training_metadata())
                 if self._validates():
                     self.validate()
@@ -216,7 +226,8 @@ class Trainer:
         """The task's validation samples at the current step (main process only)."""
         if not self.accelerator.is_main_process:
             return []
-        return self.task.validate(self.out, self.step, self.tb)
+        with disk_full_guard(self.out / "validation"):
+            return self.task.validate(self.out, self.step, self.tb)
 
 
 def train(cfg: TrainConfig, resume: str | None = None) -> dict:
