@@ -239,7 +239,7 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_path(tiny, toy, tmp_p
     import yaml
 
     from motion_adapters import io
-    from motion_adapters.cli import main
+    from motion_adapters.cli import EXIT_OS_ERROR, main
     from motion_adapters.files import DiskFullError
     from motion_adapters.training import trainer as trainer_mod
 
@@ -263,7 +263,7 @@ def test_a_full_disk_ends_the_run_with_one_line_naming_the_path(tiny, toy, tmp_p
         trainer_mod.train(load_config(cfg_file))
     assert err.value.path == expect and err.value.free_bytes == 12_000_000
     capsys.readouterr()
-    assert main(["train", str(cfg_file)]) == 2
+    assert main(["train", str(cfg_file)]) == EXIT_OS_ERROR
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"error: {expect}: disk full — could not write it (12.0 MB free on that disk); free some "
                      "space or write somewhere else"]
