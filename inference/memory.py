@@ -251,11 +251,12 @@ def _what_helps(opts: GenerateOptions, n, alternative, available, host) -> list[
                     opts.num_frames - 1)
     if most:
         out.append(f"at most {most} frame{'s' if most > 1 else ''}")
-    side = _largest(lambda k: fits(replace(opts, height=opts.height * k // 64 // 8 * 8 or 8,
-                                           width=opts.width * k // 64 // 8 * 8 or 8)), 63)
-    if side:
-        h, w = opts.height * side // 64 // 8 * 8 or 8, opts.width * side // 64 // 8 * 8 or 8
-        out.append(f"a smaller size ({w}x{h})")
+    def scaled(k: int) -> GenerateOptions:  # both sides scaled by k/64, multiples of 8
+        return replace(opts, height=max(8, opts.height * k // 512 * 8), width=max(8, opts.width * k // 512 * 8))
+
+    side = _largest(lambda k: fits(scaled(k)), 63)
+    if side >= 32:  # a size at least half as large on each side (smaller would hardly be the same clip)
+        out.append(f"a smaller size ({scaled(side).width}x{scaled(side).height})")
     chunk = opts.decode_chunk_size or DEFAULT_DECODE_CHUNK
     for smaller in (8, 4, 2, 1):
         if smaller < chunk and fits(replace(opts, decode_chunk_size=smaller)):
