@@ -10,6 +10,7 @@ shares the machine). Also times the refusal of a clip that cannot fit (``--frame
 it must come before any denoising step.
 
     python bench/memory_estimate.py [--max-gb 3]
+    python bench/memory_estimate.py --reestimate   # new estimates for the measured grid (after a formula change)
 
 Writes ``bench/results/memory_estimate.json``.
 """
@@ -99,6 +100,32 @@ def child(point: dict, max_bytes: int) -> dict:
                       ratio=round(est.needed / measured, 2))
 
 
+def reestimate() -> None:
+    """Recompute the estimates of the recorded grid and the refusal with the current formula (the
+    measurements stay)."""
+    from motion_adapters.inference import VideoGenerator
+    from motion_adapters.inference.options import GenerateOptions
+
+    data = json.loads(OUT.read_text())
+    gens = {}
+    for row in data["grid"]:
+        point = dict(row["point"])
+        low_vram = point.pop("low_vram")
+        gen = gens.get(low_vram) or gens.setdefault(low_vram, VideoGenerator(device="cpu", low_vram=low_vram))
+        kw = {"prompt": "a red circle moving left", "num_inference_steps": 1, "guidance_scale": 4.0, "seed": 0,
+              **point}
+        opts = GenerateOptions.validate(**kw, max_seq=gen.motion_config["motion_max_seq_length"],
+                                        sample_size=gen._default_size())
+        est = gen.estimate_memory(opts)
+        row.update(estimate=est.needed, peak_phase=est.peak_phase, phases=est.phases)
+        if "measured" in row:
+            row["ratio"] = round(est.needed / row["measured"], 2)
+    ratios = [r["ratio"] for r in data["grid"] if "ratio" in r]
+    data.update(min_ratio=min(ratios), max_ratio=max(ratios), refusal=refusal_time())
+    OUT.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"ratios {min(ratios):.2f}–{max(ratios):.2f}; wrote {OUT}")
+
+
 def refusal_time() -> dict:
     """How long the refusal of a clip that cannot fit takes (after loading), and its message."""
     from motion_adapters.errors import MotionAdapterError
@@ -125,7 +152,11 @@ def main() -> None:
     ap.add_argument("--max-gb", type=float, default=3.0, help="skip grid points estimated above this")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--refusal", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--reestimate", action="store_true", help="recompute the estimates of the recorded grid")
     args = ap.parse_args()
+    if args.reestimate:
+        reestimate()
+        return
     if args.child:
         print(json.dumps(child(json.loads(args.child), int(args.max_gb * 1e9))))
         return

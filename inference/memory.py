@@ -42,7 +42,7 @@ EMBED_COPIES = 2
 #: first-call costs that do not scale with the clip (kernel caches, thread pools; on CUDA cuBLAS/cuDNN
 #: workspaces) and a margin for allocator fragmentation
 OVERHEAD = {"cpu": 48 * 2**20, "cuda": 512 * 2**20}
-FRAGMENTATION = 1.15
+FRAGMENTATION = 1.2
 DEFAULT_DECODE_CHUNK = 16
 LOW_VRAM_DECODE_CHUNK = 2
 DEFAULT_TOKENS = 77
