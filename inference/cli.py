@@ -28,9 +28,13 @@ from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
 DEFAULTS = dict(frames=16, steps=25, guidance=7.5, scheduler="ddim", fps=8.0, motion_strength=1.0, free_init=0)
-# errors name the generation options as the API and the recipe do (num_frames …); the CLI's own flags by flag
-LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "scheduler": "--scheduler",
-          "fps": "--fps", "lora": "--lora"}
+# errors name every option by its flag (--frames, not the API's num_frames)
+LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "num_frames": "--frames",
+          "height": "--height", "width": "--width", "num_inference_steps": "--steps", "guidance_scale": "--guidance",
+          "seed": "--seed", "scheduler": "--scheduler", "context_length": "--context-length",
+          "context_overlap": "--context-overlap", "free_init_iters": "--free-init",
+          "motion_strength": "--motion-strength", "decode_chunk_size": "--decode-chunk-size", "fps": "--fps",
+          "lora": "--lora", "low_vram": "--low-vram", "skip_memory_check": "--skip-memory-check"}
 EXAMPLES = """examples:
   motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
       --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
@@ -97,6 +101,9 @@ def add_generate_parser(sub) -> None:
     g.add_argument("--low-vram", action="store_true", default=None,
                    help="model CPU offload (CUDA), VAE slicing/tiling, decode 2 frames at a time")
     g.add_argument("--decode-chunk-size", type=int, help="frames decoded by the VAE at once (default 16)")
+    g.add_argument("--skip-memory-check", action="store_true",
+                   help="start even when the memory estimate says the clip will not fit (the check refuses, "
+                   "before any step, a clip that needs more memory than the device has available)")
     g = p.add_argument_group("reproduce")
     g.add_argument("--from", dest="from_file", metavar="FILE",
                    help="re-run the recipe of a clip (or its .json); flags given here override it")
@@ -236,7 +243,8 @@ def cmd_generate(args) -> int:
     if loras:
         gen.set_loras(loras)
     t1 = time.perf_counter()
-    result = gen.generate(**opts.as_kwargs(), progress=True)
+    result = gen.generate(**opts.as_kwargs(), progress=True, check_memory=not args.skip_memory_check,
+                          labels=LABELS)
     recipe = {**result.recipe, "fps": fps}
     write_clip(result.frames, out, fps=fps, recipe=recipe)
     t2 = time.perf_counter()

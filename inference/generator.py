@@ -24,7 +24,15 @@ from motion_adapters.inference.build import (
     resolve_dtype,
 )
 from motion_adapters.inference.loras import LoraRequest, LoraSet
+from motion_adapters.inference.memory import (
+    MemoryEstimate,
+    available_memory,
+    check_fits,
+    estimate_generation,
+    host_available,
+)
 from motion_adapters.inference.options import GenerateOptions
+from motion_adapters.inference.prompts import num_chunks
 from motion_adapters.inference.run import (
     CallPart,
     GenerationResult,
@@ -130,6 +138,8 @@ class VideoGenerator:
         motion_strength: float = 1.0,
         decode_chunk_size: int | None = None,
         progress: bool = False,
+        check_memory: bool = True,
+        labels: Mapping[str, str] | None = None,
     ) -> GenerationResult:
         """Generate one clip; returns frames (F, H, W, 3) in [0, 1] and the recipe that reproduces them.
 
@@ -140,6 +150,10 @@ class VideoGenerator:
         than 77 tokens are encoded in chunks. Noise comes from a CPU generator: a seed gives the same clip on
         any device. Options left ``None`` take the base's registered defaults (``generation_defaults``: an
         embedded model's own size, frames …), else 16 frames, 25 steps, guidance 7.5 and the base's size.
+
+        Before any step, a call whose estimated peak memory exceeds what the device has available is refused
+        (:mod:`.memory`); ``check_memory=False`` skips that check. ``labels``: the names errors give the
+        parameters (the CLI's flags, the studio's fields).
         """
         sized = with_defaults(self.generation_defaults, num_frames=num_frames, height=height, width=width,
                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
@@ -147,12 +161,36 @@ class VideoGenerator:
             prompt=prompt, negative_prompt=negative_prompt, seed=seed, scheduler=scheduler,
             context_length=context_length, context_overlap=context_overlap, free_init_iters=free_init_iters,
             motion_strength=motion_strength, decode_chunk_size=decode_chunk_size, **sized,
-            max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(),
+            max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(), labels=labels,
         )
+        if check_memory:
+            self.check_memory(opts, labels=labels)
         frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress)
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
                              loras=self.loras, device=self.device, dtype=self.dtype)
         return GenerationResult(frames, recipe)
+
+    def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None) -> MemoryEstimate:
+        """The peak memory a call with fitted ``opts`` needs beyond the loaded models (:mod:`.memory`)."""
+        texts = list(opts.prompt.values()) if isinstance(opts.prompt, dict) else [opts.prompt]
+        tokens = self.pipe.tokenizer.model_max_length * num_chunks(self.pipe.tokenizer,
+                                                                   [*texts, opts.negative_prompt or ""])
+        return estimate_generation(opts, self.configs["unet"], self.configs["vae"], dtype=self.dtype,
+                                   device=self.device, low_vram=self.low_vram if low_vram is None else low_vram,
+                                   weights=self.weight_bytes(), prompt_tokens=tokens)
+
+    def check_memory(self, opts: GenerateOptions, *, labels: Mapping[str, str] | None = None) -> None:
+        """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now."""
+        estimate = self.estimate_memory(opts)
+        cuda = str(self.device).startswith("cuda")
+        check_fits(estimate, available_memory(self.device), opts, labels=labels,
+                   host_available=host_available() if cuda else None,
+                   alternative=lambda o, low: self.estimate_memory(o, low_vram=low or self.low_vram))
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of each loaded model's parameters and buffers."""
+        return {name: sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
+                for name in ("unet", "vae", "text_encoder") if (m := getattr(self.pipe, name, None)) is not None}
 
     def _call_parts(self) -> list[CallPart]:
         """What one call switches on around the pipeline, in order (switched off in reverse)."""

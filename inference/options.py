@@ -16,11 +16,16 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.prompts import parse_prompts
-from motion_adapters.schedulers import canonical_name
+from motion_adapters.schedulers import canonical_name, scheduler_config
 
 DEFAULT_CONTEXT = 16
 LORA_WEIGHT_WARN = 4.0  # a LoRA weight beyond ±4 is allowed, with a warning
 log = logging.getLogger(__name__)
+#: Hard caps no SD1.5 model could use well, whatever the machine. A side: 8x the 512 px SD1.5 bases are trained
+#: at (a 512-latent side); an area: 16x their training area (65,536 latent positions per frame, each attending
+#: to all others in the highest-resolution self-attention), which still allows 4096x1024 panoramas.
+MAX_SIDE = 4096
+MAX_PIXELS = 2048 * 2048
 _LORA_WEIGHT = re.compile(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
 
 
@@ -89,6 +94,9 @@ class GenerateOptions:
         if isinstance(parsed, dict) and max(parsed) >= frames:
             raise MotionAdapterError(f"{n('prompt')}: expected prompt-travel frame indices below "
                                      f"{n('num_frames')} {frames}, found {max(parsed)}")
+        height = _optional(_size, n("height"), height, lim.max_size)
+        width = _optional(_size, n("width"), width, lim.max_size)
+        _check_area(n, height, width)
         ctx = _optional(whole_number, n("context_length"), context_length, 2, lim.max_frames)
         overlap = _optional(whole_number, n("context_overlap"), context_overlap, 0, lim.max_frames)
         if ctx is not None and overlap is not None:
@@ -97,9 +105,9 @@ class GenerateOptions:
             prompt=parsed,
             negative_prompt=_negative_prompt(n("negative_prompt"), negative_prompt, lim.max_prompt_chars),
             num_frames=frames,
-            height=_optional(_size, n("height"), height, lim.max_size),
-            width=_optional(_size, n("width"), width, lim.max_size),
-            num_inference_steps=whole_number(n("num_inference_steps"), num_inference_steps, 1, lim.max_steps),
+            height=height,
+            width=width,
+            num_inference_steps=_steps(n("num_inference_steps"), num_inference_steps, lim.max_steps),
             guidance_scale=finite_number(n("guidance_scale"), guidance_scale, 0.0, lim.max_guidance),
             seed=random_seed() if seed is None else whole_number(n("seed"), seed, 0, lim.max_seed),
             scheduler=canonical_name(scheduler or "ddim", n("scheduler")),
@@ -126,9 +134,10 @@ class GenerateOptions:
             _check_overlap(n, ctx, overlap)
         else:
             ctx = overlap = None
-        return replace(self, height=_size(n("height"), self.height or sample_size),
-                       width=_size(n("width"), self.width or sample_size), context_length=ctx,
-                       context_overlap=overlap)
+        height = _size(n("height"), self.height or sample_size)
+        width = _size(n("width"), self.width or sample_size)
+        _check_area(n, height, width)
+        return replace(self, height=height, width=width, context_length=ctx, context_overlap=overlap)
 
     @classmethod
     def validate(cls, *, prompt: str | Mapping[int, str] | Sequence[str], max_seq: int, sample_size: int,
@@ -250,6 +259,30 @@ def _check_overlap(n: _Labels, ctx: int, overlap: int) -> None:
                                  f"found {overlap}")
 
 
+def train_timesteps() -> int:
+    """The samplers' training timesteps (1000 on AnimateDiff's schedule): the most denoising steps there are."""
+    return int(scheduler_config()["num_train_timesteps"])
+
+
+def _steps(name: str, value, hi: int | None) -> int:
+    """Denoising steps: at least 1, within a server's bound, and no more than the sampler has timesteps
+    (diffusers' samplers fail beyond them)."""
+    v = whole_number(name, value, 1, hi)
+    train = train_timesteps()
+    if v > train:
+        raise MotionAdapterError(f"{name}: expected at most {train} (the sampler's training timesteps), found {v}")
+    return v
+
+
+def _check_area(n: _Labels, height: int | None, width: int | None) -> None:
+    """Width x height at most :data:`MAX_PIXELS` (each side is already at most :data:`MAX_SIDE`)."""
+    if height is not None and width is not None and height * width > MAX_PIXELS:
+        raise MotionAdapterError(
+            f"{n('width')} x {n('height')}: expected at most {MAX_PIXELS:,} pixels per frame (e.g. 2048x2048 or "
+            f"4096x1024; far beyond what SD1.5 bases are trained at), found {width}x{height} = "
+            f"{width * height:,}")
+
+
 def _optional(check, name: str, value, *bounds):
     """``None`` stays ``None`` (a default decided later); anything else is checked."""
     return None if value is None else check(name, value, *bounds)
@@ -290,6 +323,9 @@ def finite_number(name: str, value, lo: float, hi: float | None = None) -> float
 
 def _size(name: str, value, hi: int | None = None) -> int:
     v = whole_number(name, value, 8, hi)
+    if v > MAX_SIDE:
+        raise MotionAdapterError(f"{name}: expected at most {MAX_SIDE} pixels (8x the 512 px SD1.5 bases are "
+                                 f"trained at), found {v}")
     if v % 8:
         raise MotionAdapterError(f"{name}: expected a multiple of 8 (the VAE downsamples by 8), found {v}")
     return v

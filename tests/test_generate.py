@@ -202,14 +202,16 @@ def test_from_reproduces_frames(tiny, tmp_path, gen):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--height", "65"], "height: expected a multiple of 8"),
-    (["--frames", "0"], "num_frames: expected at least 1"),
-    (["--steps", "0"], "num_inference_steps: expected at least 1"),
-    (["--guidance", "-1"], "guidance_scale"),
-    (["--motion-strength", "-0.5"], "motion_strength"),
+    (["--height", "65"], "--height: expected a multiple of 8"),
+    (["--frames", "0"], "--frames: expected at least 1"),
+    (["--steps", "0"], "--steps: expected at least 1"),
+    (["--steps", "10000000"], "--steps: expected at most 1000 (the sampler's training timesteps)"),
+    (["--width", "100000"], "--width: expected at most 4096 pixels"),
+    (["--guidance", "-1"], "--guidance"),
+    (["--motion-strength", "-0.5"], "--motion-strength"),
     (["--fps", "0"], "--fps: expected a positive number"),
     (["--prompt", "3: later"], "FRAME: text"),
-    (["--context-length", "40"], "context_length: expected at most 32"),
+    (["--context-length", "40"], "--context-length: expected at most 32"),
 ])
 def test_cli_validation_errors(tiny, tmp_path, capsys, extra, message):
     args = _cli_args(tiny, tmp_path / "x.gif")
@@ -245,7 +247,7 @@ def test_parse_lora():
 
 def test_cli_checks_every_option_before_loading_models(tmp_path, capsys):
     nowhere = str(tmp_path / "nope")
-    for extra, message in [(["--height", "65"], "height: expected a multiple of 8"),
+    for extra, message in [(["--height", "65"], "--height: expected a multiple of 8"),
                            (["--scheduler", "heun"], "--scheduler: expected one of ddim, euler"),
                            (["--lora", "a.safetensors", "--lora", "a.safetensors:0.5"], "--lora: expected each LoRA once"),
                            (["--fps", "-1"], "--fps: expected a positive number, found -1")]:
