@@ -29,6 +29,9 @@ LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "num_frames"
           "width": "Width", "num_inference_steps": "Steps", "guidance_scale": "Guidance", "seed": "Seed",
           "scheduler": "Scheduler", "context_length": "Context length", "context_overlap": "Context overlap",
           "free_init_iters": "FreeInit", "motion_strength": "Motion strength", "fps": "FPS", "lora": "LoRA"}
+# how a memory refusal names what would help: the studio's start option; no decode chunk or skip in the page
+MEMORY_LABELS = {**LABELS, "low_vram": "starting the studio with --low-vram", "decode_chunk_size": "",
+                 "skip_memory_check": ""}
 LIMITS = OptionLimits(max_frames=C.MAX_FRAMES, max_size=C.MAX_SIZE, max_steps=C.MAX_STEPS,
                       max_guidance=C.MAX_GUIDANCE, max_motion_strength=C.MAX_MOTION_STRENGTH,
                       max_free_init=C.MAX_FREE_INIT, max_seed=C.MAX_SEED, max_lora_weight=C.MAX_LORA_WEIGHT,

@@ -20,7 +20,7 @@ import torch
 from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
 from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
 from motion_adapters.app.models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from motion_adapters.app.requests import CheckedGeneration, GenerateRequest
+from motion_adapters.app.requests import MEMORY_LABELS, CheckedGeneration, GenerateRequest
 from motion_adapters.app.training import on_training_exit
 from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
 from motion_adapters.clips.export import to_uint8, write_clip
@@ -165,7 +165,7 @@ class Studio:
         with self.gate.hold(GENERATION):
             with self._lock:
                 notices = self._ensure(b, m, ls)
-                result = self.gen.generate(**req.options.as_kwargs())
+                result = self.gen.generate(**req.options.as_kwargs(), labels=MEMORY_LABELS)
                 self.generations += 1
         recipe = {**result.recipe, "fps": req.fps}
         preview, download = self._write(result.frames, recipe, req)

@@ -229,7 +229,8 @@ def check_fits(estimate: MemoryEstimate, available: int | None, opts: GenerateOp
     tail = f"; {_join(helps)} would help" if helps else ""
     raise MotionAdapterError(
         f"{n('num_frames')} {opts.num_frames} at {opts.width}x{opts.height}: needs about {_gb(need)} of {what}, "
-        f"{where} {_gb(have)} available{tail} (or {n('skip_memory_check')} to try anyway)")
+        f"{where} {_gb(have)} available{tail}" + (f" (or {skip} to try anyway)" if (skip := n("skip_memory_check"))
+                                                    else ""))
 
 
 def _shortfall(estimate: MemoryEstimate, available: int | None,
@@ -260,9 +261,10 @@ def _what_helps(opts: GenerateOptions, n, alternative, available, host) -> list[
     chunk = opts.decode_chunk_size or DEFAULT_DECODE_CHUNK
     for smaller in (8, 4, 2, 1):
         if smaller < chunk and fits(replace(opts, decode_chunk_size=smaller)):
-            out.append(f"{n('decode_chunk_size')} {smaller}")
+            if n("decode_chunk_size"):  # a caller without that control labels it ""
+                out.append(f"{n('decode_chunk_size')} {smaller}")
             break
-    if fits(opts, True):
+    if n("low_vram") and fits(opts, True):
         out.append(n("low_vram"))
     return out
 

@@ -74,6 +74,10 @@ def disk_full(tmp: Path, mp) -> None:
     mp.setattr(files.shutil, "disk_usage", lambda p: type("u", (), {"free": 3_000_000})())
 
 
+def eight_gb(tmp: Path, mp) -> None:
+    mp.setattr("motion_adapters.inference.generator.available_memory", lambda device: 8 * 10**9)
+
+
 def read_only(tmp: Path, mp) -> None:
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp / "ro" / "out.safetensors"))
@@ -107,6 +111,21 @@ PROBES = {
     "LoRA weight nan": Probe([*GEN, "--lora", f"{LORA}:nan"], 2, "--lora 1 weight: expected a finite number"),
     "LoRA weight abc": Probe([*GEN, "--lora", f"{LORA}:abc"], 2,
                              f"--lora {LORA}:abc: expected PATH[:WEIGHT] with a number as WEIGHT, found the weight 'abc'"),
+    # runaway resources
+    "100000 frames": Probe([*GEN[:-2], "--frames", "100000", "--out", "{tmp}/long.gif"], 2,
+                           "--frames 100000 at 32x32: needs about", eight_gb,
+                           lambda tmp: list(tmp.iterdir()) == [] or pytest.fail("wrote something")),
+    "width 100000": Probe([*GEN, "--width", "100000"], 2, "--width: expected at most 4096 pixels"),
+    "steps 10000000": Probe([*GEN[:-4], "--steps", "10000000"], 2, "--steps"),
+    "training lr -1": Probe(["train", "motion_lora", "--set", "optim.lr=-1", "--print-config"], 2,
+                            "optim.lr: expected a finite number > 0, found -1.0"),
+    "training lr nan": Probe(["train", "motion_lora", "--set", "optim.lr=nan", "--print-config"], 2,
+                             "optim.lr: expected a finite number > 0, found nan"),
+    # the studio
+    "studio on the network without a password": Probe(["app", "--host", "0.0.0.0"], 2,
+                                                       "--host 0.0.0.0: serving beyond this machine expected --auth"),
+    "studio --auth without a colon": Probe(["app", "--auth", "admin"], 2,
+                                           "expected USER:PASS (a user name, a colon, a password)"),
     # tracebacks before
     "prompt file missing": Probe(["generate", "--prompt-file", "{tmp}/none.yaml"], 2,
                                  "--prompt-file {tmp}/none.yaml: expected a YAML file, found nothing at that path"),
