@@ -1,15 +1,10 @@
-"""The console entry point (``motion-adapters``, ``python -m motion_adapters``): known third-party import
-noise is silenced before the command line imports diffusers and friends, then the CLI runs."""
+"""``python -m motion_adapters``: the command line (the console script ``motion-adapters`` runs the same)."""
 
 from __future__ import annotations
 
 import sys
 
-from motion_adapters.logs import quiet_known_noise
-
-quiet_known_noise()
-
-from motion_adapters.cli import main  # noqa: E402 - after the filters: these imports log the noise
+from motion_adapters.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

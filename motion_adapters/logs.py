@@ -2,7 +2,7 @@
 
 diffusers, transformers and bitsandbytes log some of that noise while they are being imported, so
 :func:`quiet_known_noise` imports none of them: it puts filters on the very loggers that emit it (a logger's
-filters act whatever handler prints the record later), and the console entry point calls it first.
+filters act whatever handler prints the record later), and importing ``motion_adapters`` calls it first.
 """
 
 from __future__ import annotations
