@@ -18,7 +18,8 @@ def library_table(studio: Studio) -> str:
                       "| name | kind | what |", "|---|---|---|", *rows])
 
 
-def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
+def build_library_tab(studio: Studio, drops: Dropdowns):
+    """The Library tab: inspect, convert, upload, rescan; returns its table (the page refreshes it on opening)."""
     import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
 
     names = studio.library.names()
@@ -88,3 +89,4 @@ def build_library_tab(studio: Studio, drops: Dropdowns) -> None:
                       concurrency_id="library")
     add_btn.click(add, inputs=upload, outputs=refresh, api_name="add_model", concurrency_id="library")
     rescan_btn.click(rescan, outputs=refresh, api_name="rescan", concurrency_id="library")
+    return table

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from motion_adapters.app.config import StudioConfig
 from motion_adapters.app.generate_tab import build_generate_tab
-from motion_adapters.app.library_tab import build_library_tab
+from motion_adapters.app.library_tab import build_library_tab, library_table
 from motion_adapters.app.studio import Studio
 from motion_adapters.app.train_tab import build_train_tab
 from motion_adapters.app.ui import Dropdowns, status_markdown
@@ -40,8 +40,10 @@ def build_demo(studio: Studio):
             gen = build_generate_tab(studio, drops)
         with gr.Tab("Train", id="train"):
             follow_training, training_outputs = build_train_tab(studio, drops)
-        with gr.Tab("Library", id="library"):
-            build_library_tab(studio, drops)
+        with gr.Tab("Library", id="library") as library:
+            table = build_library_tab(studio, drops)
+        # a model written meanwhile (a training run, another page) is in the table when the tab is opened
+        library.select(lambda: library_table(studio), outputs=table, queue=False, api_name=False)
 
         def status() -> dict:
             """Pipeline builds (1 after any number of swaps), loaded models, device and what holds it."""

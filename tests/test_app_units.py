@@ -329,3 +329,25 @@ def test_page_errors_never_show_the_upload_folder(tmp_path):
     root = str(Path(get_upload_folder()))
     assert hide_upload_paths(f"'{root}/ab12/x.ckpt' and {root}/cd/34/y z.pt: bad") == "'x.ckpt' and y z.pt: bad"
     assert hide_upload_paths("/data/models/x.ckpt: bad") == "/data/models/x.ckpt: bad"
+
+
+def test_opening_the_library_tab_shows_models_written_meanwhile(shapes_env, tmp_path):
+    """A training run (or another page) writes a model: the Library table lists it when the tab is opened."""
+    from motion_adapters.app.config import StudioConfig
+    from motion_adapters.app.server import build_demo
+    from motion_adapters.app.studio import Studio
+    from motion_adapters.registry import model_path
+
+    studio = Studio(StudioConfig(models_dirs=[tmp_path / "models"], output_dir=tmp_path / "out", device="cpu"))
+    demo = build_demo(studio)
+    deps = [d for d in demo.fns.values() if any(t[1] == "select" for t in d.targets)]
+    tab = next(b for b in demo.blocks.values() if getattr(b, "id", None) == "library")
+    refresh = next(d for d in deps if any(t[0] == tab._id for t in d.targets))
+    assert "trained-zoom.safetensors" not in refresh.fn()
+    trained = tmp_path / "models" / "trained" / "run"
+    trained.mkdir(parents=True)
+    shutil.copyfile(model_path("shapes-zoom-lora"), trained / "trained-zoom.safetensors")
+    studio.library.scan()  # what the training runner does when a run ends
+    assert "trained-zoom.safetensors" in refresh.fn()
+    (table,) = [demo.blocks[o] if isinstance(o, int) else o for o in refresh.outputs]
+    assert type(table).__name__ == "Markdown" and table.label == "Library"
