@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from motion_adapters.errors import MotionAdapterError
+from motion_adapters.errors import MotionAdapterError, yaml_problem
 
 _TRAVEL_RE = re.compile(r"^\s*(\d+)\s*:\s*(.*)$", re.S)
 
@@ -58,11 +58,8 @@ def load_prompt_file(path: str | Path, name: str = "prompt_file") -> dict[int, s
     except UnicodeDecodeError:
         raise MotionAdapterError(f"{label}: expected a UTF-8 text file, found binary data") from None
     except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
         raise MotionAdapterError(f"{label}: expected a YAML map of frame index to prompt, found invalid YAML "
-                                 f"({problem}{where})") from None
+                                 f"({yaml_problem(e)})") from None
     if not isinstance(data, Mapping) or not data or not all(str(k).strip().isdigit() for k in data):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         if isinstance(data, Mapping) and data:

@@ -25,3 +25,11 @@ class AdapterFormatError(MotionAdapterError):
 
 class UnsafePickleError(AdapterFormatError):
     """A .ckpt/.pt file needs more than plain tensors to unpickle; it is refused, never executed."""
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML parser's error in one line: the problem and where (PyYAML's own message spans several lines,
+    with a caret drawing)."""
+    problem = getattr(error, "problem", None) or (str(error).splitlines() or [type(error).__name__])[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem

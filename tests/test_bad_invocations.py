@@ -121,6 +121,13 @@ PROBES = {
                             "optim.lr: expected a finite number > 0, found -1.0"),
     "training lr nan": Probe(["train", "motion_lora", "--set", "optim.lr=nan", "--print-config"], 2,
                              "optim.lr: expected a finite number > 0, found nan"),
+    "training config of invalid YAML": Probe(["train", "{tmp}/c.yaml"], 2,
+                                             "{tmp}/c.yaml: expected a YAML config, found invalid YAML (expected ',' or "
+                                             "']', but got '<stream end>' at line 2, column 1)",
+                                             a_file("c.yaml", "run: [a\n")),
+    "training config with a python tag": Probe(["train", "{tmp}/c.yaml"], 2, "could not determine a constructor",
+                                               a_file("c.yaml", '!!python/object/apply:os.system ["touch {tmp}/pwned"]'),
+                                               lambda tmp: not (tmp / "pwned").exists() or pytest.fail("ran code")),
     # the studio
     "studio on the network without a password": Probe(["app", "--host", "0.0.0.0"], 2,
                                                        "--host 0.0.0.0: serving beyond this machine expected --auth"),

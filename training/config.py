@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from motion_adapters.errors import MotionAdapterError
+from motion_adapters.errors import MotionAdapterError, yaml_problem
 
 TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae")
 NO_MOTION_TASKS = ("t2i", "vae")  # trained without a motion module
@@ -422,7 +422,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r} ({e})") from e
+        raise ConfigError(f"--set {key}: expected a YAML value, found {raw!r} ({yaml_problem(e)})") from e
     return key.strip(), value
 
 
@@ -447,7 +447,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             tree = yaml_load(p.read_text()) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: expected valid YAML, found a syntax error ({e})") from e
+            raise ConfigError(f"{p}: expected a YAML config, found invalid YAML ({yaml_problem(e)})") from e
         if not isinstance(tree, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, found {type(tree).__name__}")
     if values:
