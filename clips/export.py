@@ -125,15 +125,27 @@ def read_recipe(path: str | Path) -> dict:
     """The recipe of a clip: from its sidecar JSON, else from the metadata embedded in the file."""
     p = Path(path)
     if p.suffix.lower() == ".json" and p.is_file():
-        return json.loads(p.read_text())
+        return _parse_recipe(p, p.read_bytes())
     side = sidecar_path(p)
-    if side.exists():
-        return json.loads(side.read_text())
+    if side.is_file():
+        return _parse_recipe(side, side.read_bytes())
     text = read_embedded(p)
     if text is None:
         raise MotionAdapterError(f"--from {p}: expected a clip written by motion-adapters (recipe in its metadata "
                                  "or a .json sidecar), found no recipe")
-    return json.loads(text)
+    return _parse_recipe(p, text.encode("utf-8"))
+
+
+def _parse_recipe(source: Path, data: bytes) -> dict:
+    try:
+        recipe = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MotionAdapterError(f"--from {source}: expected a recipe (a JSON object), found invalid JSON ({e})") \
+            from None
+    if not isinstance(recipe, dict):
+        raise MotionAdapterError(f"--from {source}: expected a recipe (a JSON object), found a "
+                                 f"{type(recipe).__name__}")
+    return recipe
 
 
 def read_embedded(path: str | Path) -> str | None:

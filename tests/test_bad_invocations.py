@@ -128,6 +128,11 @@ PROBES = {
     "training config with a python tag": Probe(["train", "{tmp}/c.yaml"], 2, "could not determine a constructor",
                                                a_file("c.yaml", '!!python/object/apply:os.system ["touch {tmp}/pwned"]'),
                                                lambda tmp: not (tmp / "pwned").exists() or pytest.fail("ran code")),
+    "--from a broken recipe": Probe(["generate", "--from", "{tmp}/r.json"], 2,
+                                    "--from {tmp}/r.json: expected a recipe (a JSON object), found invalid JSON",
+                                    a_file("r.json", '{"prompt": "a cat",')),
+    "--from a recipe that is a list": Probe(["generate", "--from", "{tmp}/r.json"], 2,
+                                            "expected a recipe (a JSON object), found a list", a_file("r.json", "[1]")),
     # the studio
     "studio on the network without a password": Probe(["app", "--host", "0.0.0.0"], 2,
                                                        "--host 0.0.0.0: serving beyond this machine expected --auth"),
