@@ -25,6 +25,7 @@ from .swap import materialize
 log = logging.getLogger(__name__)
 TARGETS = ("ours", "original", "diffusers", "kohya")
 PEER_FRIENDLY_PE = 32
+OURS_SUFFIXES = (".safetensors",)  # our format, and single-file bases: safetensors only
 
 
 # what a diffusers folder written here may hold: a folder of only these is one of ours to replace
@@ -46,8 +47,12 @@ class Destination:
     sources: tuple[Path, ...] = ()
     label: str = "DST"
 
-    def file(self) -> Path:
-        """The file path, checked: not an input, not a folder, existing only with ``overwrite``."""
+    def file(self, suffixes: tuple[str, ...] = ()) -> Path:
+        """The file path, checked: one of ``suffixes`` (if given), not an input, not a folder, existing only
+        with ``overwrite``."""
+        if suffixes and self.path.suffix not in suffixes:
+            raise MotionAdapterError(f"{self.label} {self.path}: expected a file name ending {' or '.join(suffixes)}, "
+                                     f"found {self.path.suffix or 'no suffix'!r}")
         return check_destination(self.path, overwrite=self.overwrite, label=self.label, want_dir=False,
                                  sources=self.sources)
 
@@ -58,11 +63,7 @@ class Destination:
 
 
 def _save_tensors(tensors, dst: Destination, metadata=None) -> Path:
-    path = dst.path
-    if path.suffix not in (".ckpt", ".pt", ".pth", ".safetensors"):
-        raise MotionAdapterError(f"{dst.label} {path}: expected a .safetensors or .ckpt file name, found "
-                                 f"{path.suffix or 'no suffix'!r}")
-    path = dst.file()
+    path = dst.file((".safetensors", ".ckpt", ".pt", ".pth"))
     if path.suffix == ".safetensors":
         return save_safetensors_atomic(tensors, path, metadata)
     return save_pickle_atomic(tensors, path)
@@ -75,7 +76,7 @@ def _destination(dst: str | Path | Destination) -> Destination:
 def export_motion_module(mm: MotionModuleWeights, dst: str | Path | Destination, to: str) -> Path:
     dst = _destination(dst)
     if to == "ours":
-        return ours.save_motion_module(mm, dst.file())
+        return ours.save_motion_module(mm, dst.file(OURS_SUFFIXES))
     if to == "original":
         length = mm.config["motion_max_seq_length"]
         if length != PEER_FRIENDLY_PE and not mm.config["use_motion_mid_block"]:
@@ -101,7 +102,7 @@ def export_motion_module(mm: MotionModuleWeights, dst: str | Path | Destination,
 def export_lora(lw: LoraWeights, dst: str | Path | Destination, to: str) -> Path:
     dst = _destination(dst)
     if to == "ours":
-        return ours.save_lora(lw, dst.file())
+        return ours.save_lora(lw, dst.file(OURS_SUFFIXES))
     if to == "original":
         return _save_tensors(to_original(lw), dst)
     if to == "kohya":
@@ -117,7 +118,7 @@ def export_lora(lw: LoraWeights, dst: str | Path | Destination, to: str) -> Path
 def export_base(base: BaseWeights, dst: str | Path | Destination, to: str) -> Path:
     dst = _destination(dst)
     if to == "original":
-        return save_ldm_checkpoint(dst.file(), base.unet, base.vae, base.text_encoder, unet_config=base.configs["unet"])
+        return save_ldm_checkpoint(dst.file(OURS_SUFFIXES), base.unet, base.vae, base.text_encoder, unet_config=base.configs["unet"])
     if to == "diffusers":
 
         def write(tmp: Path) -> None:

@@ -99,6 +99,9 @@ PROBES = {
     "convert onto its own input": Probe(
         ["convert", "{tmp}/l.safetensors", "{tmp}/l.safetensors", "--to", "ours", "--overwrite"], 2,
         "DST {tmp}/l.safetensors: expected a path other than the input's, found the input itself", lora_copy),
+    "convert --to ours into a .bin name": Probe(["convert", LORA, "{tmp}/x.bin", "--to", "ours"], 2,
+                                                "DST {tmp}/x.bin: expected a file name ending .safetensors, found '.bin'",
+                                                after=lambda tmp: list(tmp.iterdir()) == [] or pytest.fail("wrote")),
     "convert --to diffusers onto a plain file": Probe(
         ["convert", MOTION, "{tmp}/plainfile", "--to", "diffusers", "--overwrite"], 2,
         "DST {tmp}/plainfile: expected a folder name, found a file", a_file("plainfile"), kept("plainfile")),
