@@ -155,8 +155,10 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
     src = resolve_source(src)
     target = Destination(Path(dst), overwrite, (src,))
-    if not overwrite or same_file(target.path, Path(src)):
-        _refuse_early(target)  # before the (slow) read
+    if to == "ours":
+        target.file(OURS_SUFFIXES)  # every kind is one .safetensors file: checked before the (slow) read
+    elif not overwrite or same_file(target.path, Path(src)):
+        _refuse_early(target)
     motion_cfg, base_cfgs = _read_config_arg(config)
     obj = load_adapter(src, config=motion_cfg, base_configs=base_cfgs)
     dst = target
