@@ -87,7 +87,7 @@ def auth_from_args(args) -> list[tuple[str, str]] | None:
     return accounts or None
 
 
-def start_line(host: str, port: int, url: str, share_url: str | None, users: int, no_auth: bool) -> str:
+def start_line(host: str, port: int, url: str, share_url: str | None, users: int) -> str:
     """Who can reach the server, truthfully: this machine only, the network, or anyone with a public link."""
     guard = (f"password-protected ({users} user{'s' if users != 1 else ''})" if users
              else "WITHOUT a password (--no-auth)")
@@ -114,8 +114,7 @@ def cmd_app(args) -> int:
     print(f"models: {', '.join(map(str, cfg.models_dirs))} (+ embedded); outputs: {cfg.output_dir}")
     demo, url, studio = launch(cfg, host=args.host, port=args.port, share=args.share, block=False, quiet=True,
                                auth=accounts)
-    print(start_line(args.host, args.port, url, getattr(demo, "share_url", None), len(accounts or []),
-                     bool(args.no_auth)), flush=True)
+    print(start_line(args.host, args.port, url, getattr(demo, "share_url", None), len(accounts or [])), flush=True)
 
     def stop(_signum, _frame):  # a service manager's SIGTERM: the same clean stop as Ctrl+C
         raise KeyboardInterrupt

@@ -19,14 +19,14 @@ from motion_adapters.app.requests import TRAIN_TASKS, BadRequest, TrainRequest
 from motion_adapters.formats import ours
 from motion_adapters.io import read_safetensors_metadata
 from motion_adapters.registry import generation_defaults
-from motion_adapters.training.config import load_config, resolve_config_path
+from motion_adapters.training.config import load_config, resolve_config_path, yaml_load
 
 log = logging.getLogger(__name__)
 TRAINED_DIR = "trained"
 
 
 def preset_values(preset: str) -> dict:
-    return yaml.safe_load(resolve_config_path(preset).read_text()) or {}
+    return yaml_load(resolve_config_path(preset).read_text()) or {}
 
 
 def train_defaults(preset: str, base_registered: str | None = None) -> dict:

@@ -59,8 +59,7 @@ def write_clip(frames: np.ndarray, out: str | Path, fps: float = 8.0, recipe: di
     return out
 
 
-FRAME_NAME = re.compile(r"\d{4,}\.png")
-is_frame_folder = only_names({"recipe.json"}, FRAME_NAME.pattern)
+is_frame_folder = only_names({"recipe.json"}, r"\d{4,}\.png")  # a PNG-frame output: ours to replace
 
 
 def _pil_frames(data: np.ndarray) -> list[Image.Image]:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.files import human_bytes
 from motion_adapters.inference.options import GenerateOptions
 
 #: UNet working set at a level, in multiples of that level's channels × positions (a GEGLU feed-forward is
@@ -228,8 +229,8 @@ def check_fits(estimate: MemoryEstimate, available: int | None, opts: GenerateOp
     helps = _what_helps(opts, n, alternative, available, host_available) if alternative else []
     tail = f"; {_join(helps)} would help" if helps else ""
     raise MotionAdapterError(
-        f"{n('num_frames')} {opts.num_frames} at {opts.width}x{opts.height}: needs about {_gb(need)} of {what}, "
-        f"{where} {_gb(have)} available{tail}" + (f" (or {skip} to try anyway)" if (skip := n("skip_memory_check"))
+        f"{n('num_frames')} {opts.num_frames} at {opts.width}x{opts.height}: needs about {human_bytes(need)} of {what}, "
+        f"{where} {human_bytes(have)} available{tail}" + (f" (or {skip} to try anyway)" if (skip := n("skip_memory_check"))
                                                     else ""))
 
 
@@ -289,7 +290,3 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def _gb(n: int) -> str:
-    if n >= 1e12:
-        return f"{n / 1e12:,.1f} TB"
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"

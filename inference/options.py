@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 #: to all others in the highest-resolution self-attention), which still allows 4096x1024 panoramas.
 MAX_SIDE = 4096
 MAX_PIXELS = 2048 * 2048
-_LORA_WEIGHT = re.compile(r"^(.*):([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -172,24 +171,20 @@ def check_fps(value, *, labels: Mapping[str, str] | None = None, limits: OptionL
 
 
 def parse_lora(text: str, name: str = "lora") -> tuple[str, float]:
-    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (drive letters and other colons are kept).
-
-    A trailing ``:word`` that is no number is an error about the weight, unless ``text`` is an existing path.
-    The weight is not range-checked here: :func:`check_loras` does that.
-    """
-    m = _LORA_WEIGHT.match(text)
-    if m and m.group(1) and not re.match(r"^[A-Za-z]$", m.group(1)):
-        return m.group(1), float(m.group(2))
+    """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (a drive letter's colon and colons inside a
+    path are kept). A trailing ``:word`` that is no number is an error about the weight, unless ``text`` is an
+    existing path. ``nan``/``inf`` parse: :func:`check_loras` refuses them, naming the weight."""
     head, sep, tail = text.rpartition(":")
-    if sep and head and not re.match(r"^[A-Za-z]$", head) and "/" not in tail and "\\" not in tail \
-            and not os.path.exists(text):
-        try:
-            return head, float(tail)  # nan, inf: numbers that check_loras refuses, naming the weight
-        except ValueError:
-            pass
-        raise MotionAdapterError(f"{name} {text}: expected PATH[:WEIGHT] with a number as WEIGHT, found "
-                                 f"the weight {tail!r}")
-    return text, 1.0
+    if not sep or not head or re.fullmatch(r"[A-Za-z]", head):
+        return text, 1.0
+    try:
+        return head, float(tail)
+    except ValueError:
+        pass
+    if "/" in tail or "\\" in tail or os.path.exists(text):
+        return text, 1.0
+    raise MotionAdapterError(f"{name} {text}: expected PATH[:WEIGHT] with a number as WEIGHT, found the weight "
+                             f"{tail!r}")
 
 
 def check_loras(loras: Iterable[tuple[str | None, object]], *, labels: Mapping[str, str] | None = None,

@@ -125,6 +125,17 @@ def describe_os_error(e: OSError) -> str:
     return f"{e.filename}: {what}" if e.filename else what
 
 
+def exit_status(e: BaseException) -> tuple[int, str]:
+    """The exit status and the one line an error ends a command with."""
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(e, MotionAdapterError):
+        return (EXIT_OS_ERROR if isinstance(e, DiskFullError) else EXIT_BAD_INPUT), f"error: {e}"
+    if isinstance(e, OSError):
+        return EXIT_OS_ERROR, f"error: {describe_os_error(e)}"
+    return EXIT_BUG, f"error: this is a bug in motion-adapters {__version__}; please report it with the traceback above"
+
+
 def run_command(args) -> int:
     """Run a parsed command; the project's errors and OS errors become one line on stderr (a traceback
     only with ``--debug``, or for an error that is a bug)."""
@@ -133,28 +144,14 @@ def run_command(args) -> int:
     except BrokenPipeError:  # `... | head`: the reader has gone; leave quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-    except KeyboardInterrupt:
+    except (Exception, KeyboardInterrupt) as e:
         if args.debug:
             raise
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except MotionAdapterError as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_OS_ERROR if isinstance(e, DiskFullError) else EXIT_BAD_INPUT
-    except OSError as e:
-        if args.debug:
-            raise
-        print(f"error: {describe_os_error(e)}", file=sys.stderr)
-        return EXIT_OS_ERROR
-    except Exception:
-        if args.debug:
-            raise
-        traceback.print_exc()
-        print(f"error: this is a bug in motion-adapters {__version__}; please report it with the traceback above",
-              file=sys.stderr)
-        return EXIT_BUG
+        status, line = exit_status(e)
+        if status == EXIT_BUG:
+            traceback.print_exc()
+        print(line, file=sys.stderr)
+        return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,5 +163,5 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args)
 
 
-if __name__ == "__main__":  # python -m motion_adapters.cli (python -m motion_adapters also quiets import noise)
+if __name__ == "__main__":  # python -m motion_adapters.cli, as python -m motion_adapters
     sys.exit(main())

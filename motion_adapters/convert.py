@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .base import BaseWeights, configs_from_folder, skeleton_dir
 from .errors import MotionAdapterError
-from .files import atomic_dir, check_destination, only_names, same_file
+from .files import atomic_dir, check_destination, only_names
 from .formats import ours
 from .formats.ldm import save_ldm_checkpoint
 from .formats.lora import LoraWeights, to_kohya, to_original, to_peft_file_dict
@@ -155,25 +155,18 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
     src = resolve_source(src)
     target = Destination(Path(dst), overwrite, (src,))
-    if to == "ours":
-        target.file(OURS_SUFFIXES)  # every kind is one .safetensors file: checked before the (slow) read
-    elif not overwrite or same_file(target.path, Path(src)):
-        _refuse_early(target)
+    if to == "ours":  # every kind is one .safetensors file
+        target.file(OURS_SUFFIXES)
+    elif os.path.lexists(target.path):  # what is there (not --overwrite, the input, other files): before the read
+        check_destination(target.path, overwrite=overwrite, label=target.label, want_dir=target.path.is_dir(),
+                          replaceable=is_model_folder, sources=target.sources)
     motion_cfg, base_cfgs = _read_config_arg(config)
     obj = load_adapter(src, config=motion_cfg, base_configs=base_cfgs)
-    dst = target
     if isinstance(obj, MotionModuleWeights):
-        return export_motion_module(obj, dst, to)
+        return export_motion_module(obj, target, to)
     if isinstance(obj, LoraWeights):
-        return export_lora(obj, dst, to)
-    return export_base(obj, dst, to)
-
-
-def _refuse_early(target: Destination) -> None:
-    """An existing destination (without ``overwrite``) or the input itself, refused before anything is read."""
-    if same_file(target.path, target.sources[0]) or os.path.lexists(target.path):
-        check_destination(target.path, overwrite=target.overwrite, label=target.label,
-                          want_dir=target.path.is_dir(), sources=target.sources)
+        return export_lora(obj, target, to)
+    return export_base(obj, target, to)
 
 
 def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import glob
 import logging
 import os
 import re
@@ -38,11 +39,12 @@ class DiskFullError(MotionAdapterError):
 
 
 def human_bytes(n: float) -> str:
+    """``532 bytes``, ``12.0 MB``, ``88.5 GB``, ``1.2 TB`` (decimal units, as disks are sold)."""
     for unit in ("bytes", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
+        if abs(n) < 1000:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover
+    return f"{n:,.1f} TB"
 
 
 def free_bytes(path: str | Path) -> int | None:
@@ -98,10 +100,8 @@ def apply_umask(path: Path) -> None:
     if path.is_file():
         os.chmod(path, 0o666 & ~mask)
         return
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):  # every folder is a root once
         os.chmod(root, 0o777 & ~mask)
-        for d in dirs:
-            os.chmod(os.path.join(root, d), 0o777 & ~mask)
         for f in files:
             os.chmod(os.path.join(root, f), 0o666 & ~mask)
 
@@ -137,11 +137,11 @@ def clean_stale_temps(dst: str | Path) -> list[Path]:
     if not dst.parent.is_dir():
         return []
     removed = []
-    for p in sorted(dst.parent.glob(f".{glob_escape(dst.name)}.*")):
+    for p in sorted(dst.parent.glob(f".{glob.escape(dst.name)}.*")):
         m = _TEMP.match(p.name)
         if not m or m["name"] != dst.name or _alive(int(m["pid"])):
             continue
-        if m["kind"] == OLD and not dst.exists() and not os.path.lexists(dst):
+        if m["kind"] == OLD and not os.path.lexists(dst):
             os.rename(p, dst)  # the swap was killed between its two renames: the old folder is complete
             log.warning("%s: restored from %s (an earlier replacement was interrupted)", dst, p.name)
             continue
@@ -150,10 +150,6 @@ def clean_stale_temps(dst: str | Path) -> list[Path]:
     if removed:
         log.info("%s: removed %d leftover temp file(s) of an interrupted write", dst, len(removed))
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def check_destination(dst: str | Path, *, overwrite: bool, label: str, want_dir: bool,

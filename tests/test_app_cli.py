@@ -81,19 +81,19 @@ def test_auth_file_lines_comments_and_permissions(tmp_path, capsys):
 
 
 def test_the_start_line_tells_who_can_reach_the_studio():
-    local = start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", None, 0, False)
+    local = start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", None, 0)
     assert "this machine only" in local and "network" not in local
-    assert "password-protected (1 user)" in start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", None, 1, False)
-    net = start_line("0.0.0.0", 7860, "http://localhost:7860/", None, 2, False)
+    assert "password-protected (1 user)" in start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", None, 1)
+    net = start_line("0.0.0.0", 7860, "http://localhost:7860/", None, 2)
     assert "reachable from the network on port 7860 of every address of this machine" in net
     assert "password-protected (2 users)" in net
     assert "this machine only" not in net
-    open_ = start_line("192.168.1.7", 8000, "http://192.168.1.7:8000/", None, 0, True)
+    open_ = start_line("192.168.1.7", 8000, "http://192.168.1.7:8000/", None, 0)
     assert "reachable from the network at http://192.168.1.7:8000, WITHOUT a password (--no-auth)" in open_
-    shared = start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", "https://abc.gradio.live", 1, False)
+    shared = start_line("127.0.0.1", 7860, "http://127.0.0.1:7860/", "https://abc.gradio.live", 1)
     assert "public link https://abc.gradio.live (anyone with the link), password-protected" in shared
     assert "this machine only" not in shared
-    assert "at http://[fd00::7]:7860, password" in start_line("fd00::7", 7860, "http://[fd00::7]:7860/", None, 1, False)
+    assert "at http://[fd00::7]:7860, password" in start_line("fd00::7", 7860, "http://[fd00::7]:7860/", None, 1)
 
 
 def test_a_password_protected_studio_refuses_clients_without_it(shapes_env, tmp_path):

@@ -180,7 +180,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------- ranges
-INF = float("inf")
 SEED_MAX = 2**32 - 1  # numpy's seed range (accelerate's set_seed seeds numpy too)
 
 #: Every number of the config and the interval it must lie in: ``"[a, b]"`` / ``"(a, b)"`` / mixed, with

@@ -10,7 +10,7 @@ from diffusers import AnimateDiffPipeline
 from diffusers.utils import export_to_gif
 from PIL import Image
 
-from motion_adapters.files import disk_full_guard
+from motion_adapters.files import atomic_file
 from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import adapter_view
 from motion_adapters.training.config import ValidationConfig
@@ -49,12 +49,7 @@ def _render(tm, unet, cfg: ValidationConfig, folder: Path, step: int) -> tuple[l
         scores.append(motion_score(frames))
         images = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8)) for f in frames]
         path = folder / f"step-{step:06d}-{i}.gif"
-        tmp = path.with_name(f".{path.name}.tmp.gif")  # PIL picks the format from the suffix
-        try:
-            with disk_full_guard(path):
-                export_to_gif(images, str(tmp), fps=cfg.fps)
-                tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(path) as tmp:  # the temp name keeps .gif: PIL picks the format from the suffix
+            export_to_gif(images, str(tmp), fps=cfg.fps)
         paths.append(path)
     return paths, scores
