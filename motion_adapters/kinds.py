@@ -12,6 +12,7 @@ KIND_MOTION = "motion_module"
 KIND_MOTION_LORA = "motion_lora"
 KIND_SPATIAL_LORA = "spatial_lora"
 KIND_SD = "sd_checkpoint"
+KIND_CONTROLNET = "controlnet"
 
 
 def describe_keys(tensors: Mapping[str, torch.Tensor], n: int = 3) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import MotionAdapterError
 
 ENTRY_POINT_GROUP = "motion_adapters.models"
-KINDS = ("sd_checkpoint", "motion_module", "motion_lora", "spatial_lora")
+KINDS = ("sd_checkpoint", "motion_module", "motion_lora", "spatial_lora", "controlnet")
 
 
 @dataclass(frozen=True)
