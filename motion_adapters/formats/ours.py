@@ -1,8 +1,9 @@
 """Our adapter format: one ``.safetensors`` per adapter with a self-describing ``__metadata__`` header.
 
 Header keys (all strings): ``motion_adapters.format_version``, ``.kind`` (motion_module | motion_lora |
-spatial_lora), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
-motion modules, the LoRA rank/targets for LoRAs), ``.groupnorm`` (the normalisation convention the weights
+spatial_lora | controlnet), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
+motion modules, the LoRA rank/targets for LoRAs, the ``ControlNetModel`` config for ControlNets, with
+``.control_kind`` beside it), ``.groupnorm`` (the normalisation convention the weights
 were trained with), ``.training`` (JSON summary of the training run, when there is one) and ``.toolkit``.
 Tensors use diffusers key layouts, so diffusers loaders read the tensors directly.
 """
@@ -68,3 +69,12 @@ def save_lora(lora, path: str | Path, training: Mapping | None = None) -> Path:
     config = {"rank": lora.rank, "lora_alpha": lora.rank, "targets": targets, "source_format": lora.source_format}
     md = build_metadata(lora.kind, "sd15", config, training)
     return save_safetensors_atomic(lora.state_dict, path, md)
+
+
+def save_controlnet(cn, path: str | Path, training: Mapping | None = None) -> Path:
+    """Save a :class:`~motion_adapters.formats.controlnet.ControlNetWeights` in our format (diffusers
+    ``ControlNetModel`` keys; the config and the control kind in the header)."""
+    md = build_metadata("controlnet", cn.family, cn.config, training)
+    if cn.control_kind:
+        md[f"{PREFIX}control_kind"] = cn.control_kind
+    return save_safetensors_atomic(cn.state_dict, path, md)
