@@ -14,6 +14,9 @@ from pathlib import Path
 
 import torch
 
+from motion_adapters.clips.controls import compute_maps
+from motion_adapters.clips.recipe import model_entry
+from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.build import (
     DEFAULT_MOTION_ARG,
     apply_memory_options,
@@ -23,6 +26,8 @@ from motion_adapters.inference.build import (
     read_first_load,
     resolve_dtype,
 )
+from motion_adapters.inference.controlnets import ControlNetSet, ControlRequest, control_inputs
+from motion_adapters.inference.inputs import FrameInput, Frames, read_frame_input
 from motion_adapters.inference.loras import LoraRequest, LoraSet
 from motion_adapters.inference.memory import (
     MemoryEstimate,
@@ -35,6 +40,7 @@ from motion_adapters.inference.options import GenerateOptions
 from motion_adapters.inference.prompts import num_chunks
 from motion_adapters.inference.run import (
     CallPart,
+    Conditioning,
     GenerationResult,
     free_init,
     make_recipe,
@@ -50,6 +56,7 @@ from motion_adapters.swap import same_motion_architecture
 
 __all__ = ["DEFAULT_MOTION_ARG", "GenerationResult", "VideoGenerator", "default_device", "resolve_dtype"]
 log = logging.getLogger(__name__)
+DEFAULT_STRENGTH = 0.8  # video to video, as diffusers' pipeline defaults
 
 
 class VideoGenerator:
@@ -89,6 +96,7 @@ class VideoGenerator:
         self.base_source = loaded.base_source
         self.motion_source = loaded.motion_source
         self._loras = LoraSet()
+        self._controlnets = ControlNetSet()
         self.builds = 1
         log.info("built pipeline in %.2fs on %s (%s)", time.perf_counter() - t0, self.device, self.dtype)
 
@@ -120,6 +128,17 @@ class VideoGenerator:
         """
         self._loras.set(self.pipe, loras)
 
+    def set_controlnets(self, models) -> None:
+        """Keep exactly these ControlNets loaded (paths, registered names or live ``ControlNetModel``\\ s), in
+        this order. Files already loaded are not read again; every new one is read, checked against the base
+        and built before anything changes; ``[]`` unloads them all. ``generate(controlnets=…)`` calls this."""
+        self._controlnets.set(models, unet_config=self.configs["unet"], dtype=self.dtype, device=self.device)
+
+    @property
+    def controlnets(self) -> list[str]:
+        """The loaded ControlNets, as named in recipes."""
+        return self._controlnets.sources
+
     # ------------------------------------------------------------ generation
     def generate(
         self,
@@ -137,6 +156,9 @@ class VideoGenerator:
         free_init_iters: int = 0,
         motion_strength: float = 1.0,
         decode_chunk_size: int | None = None,
+        video: FrameInput | Frames | None = None,
+        strength: float | None = None,
+        controlnets: Sequence[ControlRequest] | None = None,
         progress: bool = False,
         check_memory: bool = True,
         labels: Mapping[str, str] | None = None,
@@ -151,46 +173,102 @@ class VideoGenerator:
         any device. Options left ``None`` take the base's registered defaults (``generation_defaults``: an
         embedded model's own size, frames …), else 16 frames, 25 steps, guidance 7.5 and the base's size.
 
+        ``video`` (a video file, a folder of frames or an array (F, H, W, 3)): video to video at ``strength``
+        (default 0.8; 0 = the input back through the VAE, 1 = from noise), diffusers' video-to-video semantics;
+        the input is resampled evenly to ``num_frames`` (default: its own length) and resized to the clip's size,
+        each change noted in the log. ``controlnets``: ControlNets the clip follows (:class:`~.controlnets.
+        ControlInput`: model, control maps or a preprocessor applied to ``video``, scale, start/end fraction of
+        the steps), with or without ``video``; loaded on first use and kept (:meth:`set_controlnets`).
+
         Before any step, a call whose estimated peak memory exceeds what the device has available is refused
         (:mod:`.memory`); ``check_memory=False`` skips that check. ``labels``: the names errors give the
         parameters (the CLI's flags, the studio's fields).
         """
+        n = dict(labels or {})
+        source = read_frame_input(video, n.get("video", "video")) if video is not None else None
+        controls = control_inputs(controlnets, label=n.get("controlnets", "controlnets"))
+        if source is not None and num_frames is None:
+            num_frames = len(source.frames)
         sized = with_defaults(self.generation_defaults, num_frames=num_frames, height=height, width=width,
                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
+        if source is not None and strength is None:
+            strength = DEFAULT_STRENGTH
         opts = GenerateOptions.validate(
             prompt=prompt, negative_prompt=negative_prompt, seed=seed, scheduler=scheduler,
             context_length=context_length, context_overlap=context_overlap, free_init_iters=free_init_iters,
             motion_strength=motion_strength, decode_chunk_size=decode_chunk_size, **sized,
+            strength=strength if source is not None else None,
             max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(), labels=labels,
         )
+        if strength is not None and source is None:
+            raise MotionAdapterError(f"{n.get('strength', 'strength')}: applies to video to video only; expected a "
+                                     f"{n.get('video', 'video')} with it, found none")
+        cond, inputs = self._conditioning(opts, source, controls, n)
         if check_memory:
-            self.check_memory(opts, labels=labels)
-        frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress)
+            self.check_memory(opts, labels=labels, controlnets=len(cond.controlnets))
+        frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress,
+                              cond=cond)
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
-                             loras=self.loras, device=self.device, dtype=self.dtype)
+                             loras=self.loras, device=self.device, dtype=self.dtype, inputs=inputs)
         return GenerationResult(frames, recipe)
 
-    def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None) -> MemoryEstimate:
+    def _conditioning(self, opts: GenerateOptions, source: Frames | None, controls: list,
+                      labels: Mapping[str, str]) -> tuple[Conditioning, dict]:
+        """The fitted video and control maps of one call (ControlNets loaded as needed), and their recipe
+        entries. Every input is read and fitted before any ControlNet is loaded."""
+        size = (opts.num_frames, opts.width, opts.height)
+        video = source.fitted(*size) if source is not None else None
+        maps, entries = [], []
+        for i, c in enumerate(controls, 1):
+            name = f"{labels.get('controlnets', 'controlnets')} {i}"
+            if c.frames is not None:
+                frames = read_frame_input(c.frames, f"{name} frames")
+                maps.append(frames.fitted(*size))
+                control = frames.entry()
+            elif video is None:
+                raise MotionAdapterError(f"{name}: expected control maps, or a {labels.get('video', 'video')} to "
+                                         f"compute them from with {c.preprocessor!r}, found neither")
+            else:
+                maps.append(compute_maps(video, c.preprocessor, f"{name} preprocessor"))
+                control = {"preprocessor": c.preprocessor}
+            entries.append({**(model_entry(c.source) or {}), "scale": c.scale, "start": c.start, "end": c.end,
+                            "control": control})
+        models = self._controlnets.set([c.model for c in controls], unet_config=self.configs["unet"],
+                                       dtype=self.dtype, device=self.device) if controls else []
+        for entry, loaded in zip(entries, self._controlnets.entries() if controls else [], strict=True):
+            entry.update(name=entry.get("name") or loaded.source, control_kind=loaded.control_kind)
+        inputs = {"video": source.entry() if source is not None else None, "controlnets": entries}
+        cond = Conditioning(video, models, maps, [c.scale for c in controls], [c.start for c in controls],
+                            [c.end for c in controls])
+        return cond, inputs
+
+    def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None,
+                        controlnets: int = 0) -> MemoryEstimate:
         """The peak memory a call with fitted ``opts`` needs beyond the loaded models (:mod:`.memory`)."""
         texts = list(opts.prompt.values()) if isinstance(opts.prompt, dict) else [opts.prompt]
         tokens = self.pipe.tokenizer.model_max_length * num_chunks(self.pipe.tokenizer,
                                                                    [*texts, opts.negative_prompt or ""])
         return estimate_generation(opts, self.configs["unet"], self.configs["vae"], dtype=self.dtype,
                                    device=self.device, low_vram=self.low_vram if low_vram is None else low_vram,
-                                   weights=self.weight_bytes(), prompt_tokens=tokens)
+                                   weights=self.weight_bytes(), prompt_tokens=tokens, controlnets=controlnets)
 
-    def check_memory(self, opts: GenerateOptions, *, labels: Mapping[str, str] | None = None) -> None:
+    def check_memory(self, opts: GenerateOptions, *, labels: Mapping[str, str] | None = None,
+                     controlnets: int = 0) -> None:
         """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now."""
-        estimate = self.estimate_memory(opts)
+        estimate = self.estimate_memory(opts, controlnets=controlnets)
         cuda = str(self.device).startswith("cuda")
         check_fits(estimate, available_memory(self.device), opts, labels=labels,
                    host_available=host_available() if cuda else None,
-                   alternative=lambda o, low: self.estimate_memory(o, low_vram=low or self.low_vram))
+                   alternative=lambda o, low: self.estimate_memory(o, low_vram=low or self.low_vram,
+                                                                   controlnets=controlnets))
 
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of each loaded model's parameters and buffers."""
-        return {name: sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers()))
-                for name in ("unet", "vae", "text_encoder") if (m := getattr(self.pipe, name, None)) is not None}
+        sizes = {name: _bytes(m) for name in ("unet", "vae", "text_encoder")
+                 if (m := getattr(self.pipe, name, None)) is not None}
+        if self._controlnets.entries():
+            sizes["controlnets"] = sum(_bytes(e.model) for e in self._controlnets.entries())
+        return sizes
 
     def _call_parts(self) -> list[CallPart]:
         """What one call switches on around the pipeline, in order (switched off in reverse)."""
@@ -213,5 +291,10 @@ class VideoGenerator:
                 h.update(k.encode())
                 h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         h.update(self._loras.fingerprint())
+        h.update(self._controlnets.fingerprint())
         h.update(repr(sorted(self.pipe.tokenizer.get_vocab().items())[:50]).encode())
         return h.hexdigest()
+
+
+def _bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))

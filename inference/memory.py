@@ -78,12 +78,14 @@ def vae_scale(vae_config: Mapping) -> int:
 
 def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config: Mapping, *,
                         dtype: torch.dtype, device: str, low_vram: bool, weights: Mapping[str, int] | None = None,
-                        prompt_tokens: int = DEFAULT_TOKENS) -> MemoryEstimate:
+                        prompt_tokens: int = DEFAULT_TOKENS, controlnets: int = 0) -> MemoryEstimate:
     """The peak memory one call with fitted ``opts`` (sizes filled in) needs beyond the loaded models.
 
     ``weights``: bytes per loaded component (``unet``, ``vae``, ``text_encoder``); with ``low_vram`` on CUDA
     the component in use is moved onto the GPU for its phase, so it counts there. ``prompt_tokens``: the
-    length of one encoded prompt (77 per chunk of a long prompt).
+    length of one encoded prompt (77 per chunk of a long prompt). ``controlnets``: how many ControlNets run
+    beside the UNet (each a copy of its down and middle blocks, whose residuals are held until the UNet adds
+    them).
     """
     device = str(device)
     cuda = device.startswith("cuda")
@@ -102,6 +104,7 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
                         for i, (c, n) in enumerate(zip(ch, per_block, strict=True)))
     work = max(UNET_WORK * c / 4**i for i, c in enumerate(ch))
     p["unet_activations"] = int(b * batch * lh * lw * (skips + work))
+    p["controlnet_activations"] = int(controlnets * b * batch * lh * lw * (2 * skips + work))
     latent = frames * unet_config.get("in_channels", 4) * lh * lw * max(b, 4)
     p["latents"] = LATENT_COPIES * latent * (2 if opts.free_init_iters else 1)
     p["prompt_embeddings"] = EMBED_COPIES * batch * prompt_tokens * unet_config.get("cross_attention_dim", 768) * b
@@ -118,8 +121,8 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
 
     offload = low_vram and cuda
     on_gpu = {
-        "denoise": p["unet_activations"] + p["latents"] + p["prompt_embeddings"]
-        + (weights.get("unet", 0) if offload else 0),
+        "denoise": p["unet_activations"] + p["controlnet_activations"] + p["latents"] + p["prompt_embeddings"]
+        + (weights.get("unet", 0) + weights.get("controlnets", 0) if offload else 0),
         "decode": p["vae_decode_chunk"] + p["decoded_frames"] + latent * 3
         + (weights.get("vae", 0) if offload else 0),
         "postprocess": p["decoded_float32"] + pixels * 4,      # the video and its denormalised copy

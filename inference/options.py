@@ -67,18 +67,20 @@ class GenerateOptions:
     free_init_iters: int
     motion_strength: float
     decode_chunk_size: int | None
+    strength: float | None = None  # video to video: 0 = the input back through the VAE, 1 = from noise
 
     @classmethod
     def check(cls, *, prompt: str | Mapping[int, str] | Sequence[str], num_frames, num_inference_steps,
               guidance_scale, negative_prompt: str | None = None, height=None, width=None, seed=None,
               scheduler: str | None = "ddim", context_length=None, context_overlap=None, free_init_iters=0,
-              motion_strength=1.0, decode_chunk_size=None, labels: Mapping[str, str] | None = None,
-              limits: OptionLimits = NO_LIMITS) -> GenerateOptions:
+              motion_strength=1.0, decode_chunk_size=None, strength=None,
+              labels: Mapping[str, str] | None = None, limits: OptionLimits = NO_LIMITS) -> GenerateOptions:
         """Check and normalise every option that needs no model.
 
         ``prompt`` is one prompt, or prompt travel (a frame→prompt map, ``"FRAME: text"`` items, or text with
         one ``FRAME: text`` per line); ``height``/``width`` ``None`` = the base's size; ``seed`` ``None`` = a
         new random seed; ``context_length`` ``None`` = windows only beyond the motion module's frame cap.
+        ``strength`` (video to video only): from 0 (the input video back through the VAE) to 1 (from noise).
         ``labels`` maps parameter names to the names errors use; ``limits`` are a server's extra bounds.
         """
         n, lim = _Labels(labels), limits
@@ -115,6 +117,7 @@ class GenerateOptions:
             free_init_iters=whole_number(n("free_init_iters"), free_init_iters or 0, 0, lim.max_free_init),
             motion_strength=finite_number(n("motion_strength"), motion_strength, 0, lim.max_motion_strength),
             decode_chunk_size=_optional(whole_number, n("decode_chunk_size"), decode_chunk_size, 1),
+            strength=_optional(finite_number, n("strength"), strength, 0.0, 1.0),
         )
 
     def fit(self, *, max_seq: int, sample_size: int,

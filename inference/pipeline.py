@@ -1,17 +1,28 @@
-"""Our AnimateDiff pipeline: diffusers' own, with prompt travel that handles prompts over 77 tokens."""
+"""Our AnimateDiff pipelines: diffusers' own, with prompt travel that handles prompts over 77 tokens.
+
+:class:`MotionAdaptersPipeline` (text to video) owns the models. Video-to-video and ControlNet calls run through
+a *view* (:func:`pipeline_view`): diffusers' pipeline of that mode built around the very same model objects,
+so switching modes never copies, rebuilds or re-reads a model, and each mode's frames are diffusers' own.
+"""
 
 from __future__ import annotations
 
 import torch
-from diffusers import AnimateDiffPipeline
+from diffusers import (
+    AnimateDiffControlNetPipeline,
+    AnimateDiffPipeline,
+    AnimateDiffVideoToVideoControlNetPipeline,
+    AnimateDiffVideoToVideoPipeline,
+    ControlNetModel,
+)
 
 from motion_adapters.compat import check_free_noise_inputs
 from motion_adapters.inference.prompts import encode_long, lerp_frames, num_chunks
 
 
-class MotionAdaptersPipeline(AnimateDiffPipeline):
-    """``AnimateDiffPipeline`` whose FreeNoise prompt encoding (prompt travel) uses chunked long-prompt
-    embeddings, padded to the same length for every keyframe and for the negative prompt."""
+class LongPromptTravel:
+    """Prompt travel (FreeNoise prompt encoding) with chunked long-prompt embeddings, padded to the same length
+    for every keyframe and for the negative prompt; mixed into each AnimateDiff pipeline class."""
 
     def _encode_prompt_free_noise(self, prompt, num_frames, device, num_videos_per_prompt,
                                   do_classifier_free_guidance, negative_prompt=None, prompt_embeds=None,
@@ -32,3 +43,39 @@ class MotionAdaptersPipeline(AnimateDiffPipeline):
         frames = sorted(prompts)
         emb = encode_long(self, [prompts[f] for f in frames], device, min_chunks=chunks)
         return lerp_frames({f: emb[i : i + 1] for i, f in enumerate(frames)}, num_frames)
+
+
+class MotionAdaptersPipeline(LongPromptTravel, AnimateDiffPipeline):
+    """Text to video: ``AnimateDiffPipeline`` with long-prompt prompt travel."""
+
+
+class VideoToVideoPipeline(LongPromptTravel, AnimateDiffVideoToVideoPipeline):
+    """Video to video: ``AnimateDiffVideoToVideoPipeline`` with long-prompt prompt travel."""
+
+
+class ControlNetPipeline(LongPromptTravel, AnimateDiffControlNetPipeline):
+    """Text to video following ControlNets: ``AnimateDiffControlNetPipeline`` with long-prompt prompt travel."""
+
+
+class VideoToVideoControlNetPipeline(LongPromptTravel, AnimateDiffVideoToVideoControlNetPipeline):
+    """Video to video following ControlNets: ``AnimateDiffVideoToVideoControlNetPipeline``, likewise."""
+
+
+_VIEWS = {(True, False): VideoToVideoPipeline, (False, True): ControlNetPipeline,
+          (True, True): VideoToVideoControlNetPipeline}
+
+
+def pipeline_view(pipe: MotionAdaptersPipeline, *, video: bool,
+                  controlnets: list[ControlNetModel] | tuple[()] = ()) -> AnimateDiffPipeline:
+    """The pipeline for one call: ``pipe`` itself for text to video, else diffusers' pipeline of the mode
+    (video to video, ControlNet, or both) around ``pipe``'s own models and the given ControlNets."""
+    if not video and not controlnets:
+        return pipe
+    cls = _VIEWS[(video, bool(controlnets))]
+    modules = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+                   motion_adapter=pipe.motion_adapter, scheduler=pipe.scheduler)
+    if controlnets:
+        modules["controlnet"] = controlnets[0] if len(controlnets) == 1 else list(controlnets)  # several: Multi…
+    view = cls(**modules)
+    view.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    return view

@@ -2,7 +2,8 @@
 
 Each optional feature of a call is a *call part*: a context manager ``part(pipe, opts, kwargs)`` that adds its
 pipeline arguments to ``kwargs`` and switches its pipeline state on for the call, and off again afterwards
-(even when the call fails). New inputs (video, control, image prompts) plug in as new parts.
+(even when the call fails). What the call is conditioned on besides text (a video, ControlNets and their maps)
+is its :class:`Conditioning`, which also picks the pipeline of the mode (:func:`~.pipeline.pipeline_view`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from motion_adapters.clips.recipe import model_entry, toolkit_version
 from motion_adapters.compat import execution_device
 from motion_adapters.inference.options import GenerateOptions
-from motion_adapters.inference.pipeline import MotionAdaptersPipeline
+from motion_adapters.inference.pipeline import MotionAdaptersPipeline, pipeline_view
 from motion_adapters.inference.prompts import encode_long, token_count
 from motion_adapters.inference.windows import uses_free_noise
 from motion_adapters.schedulers import make_scheduler
@@ -48,17 +49,71 @@ def call_kwargs(opts: GenerateOptions, low_vram: bool) -> dict:
                 decode_chunk_size=opts.decode_chunk_size or (2 if low_vram else 16))
 
 
+@dataclass
+class Conditioning:
+    """What a call follows besides text: a video (fitted frames, float32 (F, H, W, 3) in [0, 1]) for video to
+    video, and ControlNets with their fitted control maps, scales and step fractions."""
+
+    video: np.ndarray | None = None
+    controlnets: list = field(default_factory=list)       # live ControlNetModels
+    maps: list[np.ndarray] = field(default_factory=list)  # one per ControlNet, fitted like the video
+    scales: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+
+    def kwargs(self, opts: GenerateOptions) -> dict:
+        """The pipeline arguments of these inputs (one value, not a list, for a single ControlNet)."""
+        kw: dict = {}
+        if self.video is not None:
+            kw.update(video=list(self.video), strength=opts.strength)
+        if self.controlnets:
+            one = len(self.controlnets) == 1
+            kw.update(conditioning_frames=list(self.maps[0]) if one else [list(m) for m in self.maps],
+                      controlnet_conditioning_scale=self.scales[0] if one else list(self.scales),
+                      control_guidance_start=self.starts[0] if one else list(self.starts),
+                      control_guidance_end=self.ends[0] if one else list(self.ends))
+        return kw
+
+
+PLAIN = Conditioning()
+
+
 def run_pipeline(pipe: MotionAdaptersPipeline, opts: GenerateOptions, parts: Sequence[CallPart], *,
-                 low_vram: bool, progress: bool) -> np.ndarray:
-    """One pipeline call with ``parts`` switched on around it; frames as float32 (F, H, W, 3)."""
+                 low_vram: bool, progress: bool, cond: Conditioning = PLAIN) -> np.ndarray:
+    """One pipeline call (of the mode ``cond`` asks for) with ``parts`` switched on around it; frames as float32
+    (F, H, W, 3)."""
     pipe.scheduler = make_scheduler(opts.scheduler)
     pipe.set_progress_bar_config(disable=not progress)
-    kwargs = call_kwargs(opts, low_vram)
+    view = pipeline_view(pipe, video=cond.video is not None, controlnets=cond.controlnets)
+    kwargs = {**call_kwargs(opts, low_vram), **cond.kwargs(opts)}
+    if cond.video is not None:
+        del kwargs["num_frames"]  # the (fitted) video's length
+    if cond.video is not None and denoising_steps(opts) == 0:
+        return vae_round_trip(view, cond.video, kwargs)
     with ExitStack() as stack:
         for part in parts:
-            stack.enter_context(part(pipe, opts, kwargs))
-        out = pipe(**kwargs)
+            stack.enter_context(part(view, opts, kwargs))
+        out = view(**kwargs)
     return np.asarray(out.frames[0], dtype=np.float32)
+
+
+def denoising_steps(opts: GenerateOptions) -> int:
+    """The steps video to video runs: ``strength`` of them, rounded down, as diffusers counts them."""
+    steps = opts.num_inference_steps
+    return steps if opts.strength is None else min(int(steps * opts.strength), steps)
+
+
+@torch.no_grad()
+def vae_round_trip(view, video: np.ndarray, kwargs: dict) -> np.ndarray:
+    """Video to video with no denoising step (strength 0, or too few steps for one): the input encoded as
+    video-to-video encodes it, and decoded again."""
+    device = execution_device(view)
+    pixels = view.video_processor.preprocess_video(video[None], height=kwargs["height"], width=kwargs["width"])
+    pixels = pixels.permute(0, 2, 1, 3, 4)[0].to(device=device, dtype=view.vae.dtype)
+    chunk = kwargs["decode_chunk_size"]
+    latents = view.encode_video(pixels, kwargs["generator"], chunk) * view.vae.config.scaling_factor
+    frames = view.decode_latents(latents[None].permute(0, 2, 1, 3, 4), chunk)
+    return np.asarray(view.video_processor.postprocess_video(frames, output_type="np")[0], dtype=np.float32)
 
 
 @contextmanager
@@ -93,9 +148,12 @@ def free_init(pipe: MotionAdaptersPipeline, opts: GenerateOptions, _kwargs: dict
 
 
 def make_recipe(opts: GenerateOptions, frames: np.ndarray, *, base_source: str, motion_source: str,
-                loras: Mapping[str, float], device: str, dtype: torch.dtype) -> dict:
-    """Everything that reproduces the clip: options, output size, models (hashes), LoRA weights, device."""
+                loras: Mapping[str, float], device: str, dtype: torch.dtype,
+                inputs: Mapping[str, object] | None = None) -> dict:
+    """Everything that reproduces the clip: options, output size, models (hashes), LoRA weights, device, and
+    the ``inputs`` entries (the video and the ControlNets with their maps, each with its SHA-256)."""
     recipe = opts.as_recipe()
+    recipe.update(inputs or {})
     recipe.update(
         height=int(frames.shape[1]), width=int(frames.shape[2]),
         base=model_entry(base_source), motion=model_entry(motion_source),

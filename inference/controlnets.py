@@ -1,0 +1,177 @@
+"""The generator's ControlNets: each file read, checked against the base and built once, kept while in use.
+
+A request names the ControlNets one call follows (:class:`ControlInput`: the model, its control maps, a scale
+and the fraction of the steps it acts on). Every new file is read, checked and built before the active set
+changes, so a failed load leaves the generator as it was; removing them all gives the plain pipeline back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel
+
+from motion_adapters.errors import AdapterFormatError, MotionAdapterError
+from motion_adapters.hub import resolve_source
+from motion_adapters.inference.inputs import FrameInput, Frames
+from motion_adapters.inference.options import finite_number
+from motion_adapters.kinds import KIND_CONTROLNET
+from motion_adapters.loading import load_adapter
+from motion_adapters.registry import is_registered
+from motion_adapters.swap import build_controlnet, check_controlnet_fits_base
+
+MAX_CONTROL_SCALE = 10.0  # ControlNets are trained at 1; beyond a few the picture breaks up
+
+
+@dataclass
+class ControlInput:
+    """One ControlNet of a call. ``model``: a path, a registered name or a live ``ControlNetModel``;
+    ``frames``: its control maps (a video, a folder of images or an array), or ``None`` with ``preprocessor``
+    (``canny``, ``silhouette``) to compute them from the call's ``video``; ``scale``: how strongly it steers;
+    ``start``/``end``: the fraction of the denoising steps it acts on."""
+
+    model: str | Path | ControlNetModel
+    frames: FrameInput | Frames | None = None
+    scale: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    preprocessor: str | None = None
+
+    @property
+    def source(self) -> str:
+        """How the model is named in recipes and errors."""
+        if isinstance(self.model, ControlNetModel):
+            return f"<ControlNetModel {id(self.model):x}>"
+        return str(self.model)
+
+
+ControlRequest = ControlInput | Mapping | Sequence
+
+
+def control_inputs(items: Iterable[ControlRequest] | None, *, label: str = "controlnets") -> list[ControlInput]:
+    """Requests as :class:`ControlInput` (a ``ControlInput``, a dict of its fields, or ``(model, frames[, scale])``),
+    numbers checked: scale 0–10, 0 ≤ start < end ≤ 1; errors number the ControlNets from 1."""
+    out = []
+    for i, item in enumerate(items or [], 1):
+        name = f"{label} {i}"
+        if isinstance(item, ControlInput):
+            ci = item
+        elif isinstance(item, Mapping):
+            try:
+                ci = ControlInput(**item)
+            except TypeError as e:
+                raise MotionAdapterError(f"{name}: expected the fields of ControlInput, found {sorted(item)}") from e
+        elif isinstance(item, Sequence) and not isinstance(item, str) and 1 <= len(item) <= 3:
+            ci = ControlInput(*item)
+        else:
+            raise MotionAdapterError(f"{name}: expected a ControlInput, a dict or (model, frames[, scale]), "
+                                     f"found {type(item).__name__}")
+        scale = finite_number(f"{name} scale", ci.scale, 0.0, MAX_CONTROL_SCALE)
+        start = finite_number(f"{name} start", ci.start, 0.0, 1.0)
+        end = finite_number(f"{name} end", ci.end, 0.0, 1.0)
+        if start >= end:
+            raise MotionAdapterError(f"{name} start/end: expected start < end (fractions of the steps), found "
+                                     f"{start:g} and {end:g}")
+        if ci.frames is None and not ci.preprocessor:
+            raise MotionAdapterError(f"{name}: expected control maps (frames=) or a preprocessor to compute them "
+                                     "from the video, found neither")
+        out.append(ControlInput(ci.model, ci.frames, scale, start, end, ci.preprocessor))
+    sources = [c.source for c in out]
+    twice = sorted(s for s in sources if sources.count(s) > 1)
+    if twice:
+        raise MotionAdapterError(f"{label}: expected each ControlNet once, found {twice[0]!r} twice")
+    return out
+
+
+@dataclass
+class LoadedControlNet:
+    source: str            # registered name or path as given (recipes)
+    path: Path | None      # resolved file or folder (None: a live model given by the caller)
+    stamp: tuple           # what identifies this version (file size and mtime, or the model's id)
+    model: ControlNetModel
+    control_kind: str | None = None
+
+
+class ControlNetSet:
+    """ControlNets loaded for one generator, keyed by resolved path (or a live model's id)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, LoadedControlNet] = {}
+
+    @property
+    def sources(self) -> list[str]:
+        return [e.source for e in self._loaded.values()]
+
+    def set(self, models: Iterable[str | Path | ControlNetModel], *, unet_config: Mapping, dtype: torch.dtype,
+            device: str) -> list[ControlNetModel]:
+        """Make exactly ``models`` loaded (in this order) and return them; files already loaded and unchanged
+        are not read again. All new files are read, checked and built before anything changes."""
+        keyed = [_key(m) for m in models]
+        fresh = {key: self._loaded[key] for key, _ in keyed
+                 if key in self._loaded and self._loaded[key].stamp == _stamp(self._loaded[key])}
+        for key, model in keyed:
+            if key not in fresh:
+                fresh[key] = _load(model, unet_config, dtype, device)
+        self._loaded = {key: fresh[key] for key, _ in keyed}
+        return [e.model for e in self._loaded.values()]
+
+    def entries(self) -> list[LoadedControlNet]:
+        return list(self._loaded.values())
+
+    def fingerprint(self) -> bytes:
+        h = hashlib.sha256()
+        for key, e in self._loaded.items():
+            h.update(key.encode())
+            for k, v in sorted(e.model.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.digest()
+
+
+def _key(model) -> tuple[str, object]:
+    if isinstance(model, ControlNetModel):
+        return f"model:{id(model)}", model
+    path = resolve_source(model) if is_registered(str(model)) or Path(model).exists() else Path(model)
+    return str(Path(path).resolve()), model
+
+
+def _stamp(entry: LoadedControlNet) -> tuple:
+    if entry.path is None:
+        return entry.stamp
+    return _file_stamp(entry.path)
+
+
+def _file_stamp(path: Path) -> tuple:
+    if not path.exists():
+        return ()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+def _load(model, unet_config: Mapping, dtype: torch.dtype, device: str) -> LoadedControlNet:
+    """Read, check and build one ControlNet (a live model is checked and used as it is)."""
+    if isinstance(model, ControlNetModel):
+        check_live_controlnet(model, unet_config)
+        return LoadedControlNet(f"<ControlNetModel {id(model):x}>", None, (id(model),), model)
+    path = resolve_source(model)
+    cw = load_adapter(path, expect=KIND_CONTROLNET)
+    check_controlnet_fits_base(cw, unet_config, path)
+    built = build_controlnet(cw, dtype=dtype, device=device)
+    source = str(model) if is_registered(str(model)) else str(path)
+    return LoadedControlNet(source, Path(path), _file_stamp(Path(path)), built, cw.control_kind)
+
+
+def check_live_controlnet(model: ControlNetModel, unet_config: Mapping) -> None:
+    """A ControlNet given as a model must have the base UNet's cross-attention width and channels."""
+    for key in ("cross_attention_dim", "block_out_channels"):
+        want, have = unet_config.get(key), model.config.get(key)
+        if want is not None and list(_as_list(want)) != list(_as_list(have)):
+            raise AdapterFormatError("the ControlNetModel given", f"{key} {want} (the base's)", f"{key} {have}")
+
+
+def _as_list(v) -> list:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
