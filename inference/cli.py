@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from motion_adapters import registry
+from motion_adapters.clips.controls import PREPROCESSORS, compute_maps
 from motion_adapters.clips.export import (
     check_output_path,
     is_frame_folder,
@@ -20,10 +21,12 @@ from motion_adapters.clips.recipe import file_hash
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.files import check_destination
 from motion_adapters.headers import file_kind
-from motion_adapters.inference.generator import VideoGenerator
+from motion_adapters.inference.controlnets import ControlInput, control_inputs
+from motion_adapters.inference.generator import DEFAULT_STRENGTH, VideoGenerator
+from motion_adapters.inference.inputs import Frames, read_frame_input
 from motion_adapters.inference.options import GenerateOptions, check_fps, check_loras, parse_lora
 from motion_adapters.inference.prompts import load_prompt_file
-from motion_adapters.kinds import KIND_SD
+from motion_adapters.kinds import KIND_CONTROLNET, KIND_SD
 from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,8 @@ LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "num_fra
           "seed": "--seed", "scheduler": "--scheduler", "context_length": "--context-length",
           "context_overlap": "--context-overlap", "free_init_iters": "--free-init",
           "motion_strength": "--motion-strength", "decode_chunk_size": "--decode-chunk-size", "fps": "--fps",
-          "lora": "--lora", "low_vram": "--low-vram", "skip_memory_check": "--skip-memory-check"}
+          "lora": "--lora", "low_vram": "--low-vram", "skip_memory_check": "--skip-memory-check",
+          "video": "--video", "strength": "--strength", "controlnets": "--controlnet"}
 EXAMPLES = """examples:
   motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
       --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
@@ -43,6 +47,11 @@ EXAMPLES = """examples:
   motion-adapters generate ... --frames 32 --prompt "0: a bud" --prompt "24: a blooming rose"   # travel
   motion-adapters generate ... --free-init 3 --motion-strength 1.2 --scheduler dpmpp_2m
   motion-adapters generate --from corgi.mp4 --out corgi_again.mp4                        # re-run a recipe
+  motion-adapters generate ... --video dance.mp4 --strength 0.6 --prompt "a watercolor dancer"   # restyle
+  motion-adapters generate ... --video dance.mp4 --strength 0.8 \
+      --controlnet control_v11p_sd15_canny.pth:0.8 --control canny --save-maps              # + edges
+  motion-adapters generate ... --controlnet cn_pose/ --control-video pose_maps/ \
+      --controlnet control_v11f1p_sd15_depth.pth:0.5 --control-video depth.mp4            # two ControlNets
 """
 
 
@@ -81,6 +90,28 @@ def add_generate_parser(sub) -> None:
                    "file or folder is refused unless --overwrite")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out (a PNG-frame folder is "
                    "replaced whole; a folder holding other files never is)")
+    g = p.add_argument_group("video to video and ControlNets")
+    g.add_argument("--video", metavar="PATH", help="restyle this clip (a video file, a folder of frames, or an image): "
+                   "video to video; its frames are resampled evenly to --frames (default: all of them) and resized "
+                   "to --width x --height (default: the base's size), each change noted")
+    g.add_argument("--strength", type=float, help="with --video: how far from the input to go, 0 = the input back "
+                   "through the VAE, 1 = from noise (default 0.8); runs about strength x --steps steps")
+    g.add_argument("--controlnet", action="append", metavar="PATH[:SCALE]",
+                   help="a ControlNet the clip follows (diffusers folder, lllyasviel .pth/.safetensors, ours, or a "
+                   "registered name), scale default 1.0; repeatable, each with its own --control-video or --control")
+    g.add_argument("--control-video", action=_ControlSource, dest="controls", metavar="PATH",
+                   help="control maps for the next --controlnet in order (a video or a folder of images), used as "
+                   "they are; resampled and resized like --video")
+    g.add_argument("--control", action=_ControlSource, dest="controls", metavar="NAME",
+                   help="compute the next --controlnet's maps from --video: " + ", ".join(PREPROCESSORS)
+                   + " (no download; depth, pose … need a model: give their maps with --control-video)")
+    g.add_argument("--control-start", action="append", type=float, metavar="F",
+                   help="fraction of the steps at which the ControlNet starts acting (default 0); once for all, or "
+                   "once per --controlnet")
+    g.add_argument("--control-end", action="append", type=float, metavar="F",
+                   help="fraction of the steps at which it stops (default 1); once for all, or once per --controlnet")
+    g.add_argument("--save-maps", action="store_true", help="also write each ControlNet's control maps beside --out "
+                   "(NAME.control1.gif …), as the ControlNet saw them")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help=f"denoising steps (default {DEFAULTS['steps']})")
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {DEFAULTS['guidance']})")
@@ -110,6 +141,17 @@ def add_generate_parser(sub) -> None:
     p.set_defaults(func=cmd_generate)
 
 
+class _ControlSource(argparse.Action):
+    """--control-video PATH and --control NAME, kept in command-line order: the i-th goes with the i-th
+    --controlnet."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        kind = "video" if option_string == "--control-video" else "preprocessor"
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((kind, value, option_string))
+        setattr(namespace, self.dest, items)
+
+
 def _from_recipe(args, recipe: dict) -> None:
     """Fill every option not given on the command line from a recipe."""
     def take(attr, value):
@@ -133,7 +175,42 @@ def _from_recipe(args, recipe: dict) -> None:
         take(attr, recipe.get(key))
     if args.dtype is None and recipe.get("dtype"):
         args.dtype = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}.get(recipe["dtype"])
+    _inputs_from_recipe(args, recipe)
     _warn_changed_models(recipe)
+
+
+def _inputs_from_recipe(args, recipe: dict) -> None:
+    """The video and the ControlNets (with their maps) of a recipe, unless given on the command line; an input
+    that was an in-memory array cannot be re-read and is an error naming it."""
+    video = recipe.get("video")
+    if args.video is None and video:
+        args.video = _recipe_input_path(video, "video", "--video")
+        if args.strength is None:
+            args.strength = recipe.get("strength")
+    if args.controlnet is None and recipe.get("controlnets"):
+        args.controlnet, args.controls, args.control_start, args.control_end = [], [], [], []
+        for i, cn in enumerate(recipe["controlnets"], 1):
+            args.controlnet.append(f"{cn['path']}:{cn.get('scale', 1.0)}")
+            control = cn.get("control") or {}
+            if control.get("preprocessor"):
+                args.controls.append(("preprocessor", control["preprocessor"], "--control"))
+            else:
+                path = _recipe_input_path(control, f"ControlNet {i}'s control video", "--control-video")
+                args.controls.append(("video", path, "--control-video"))
+            args.control_start.append(cn.get("start", 0.0))
+            args.control_end.append(cn.get("end", 1.0))
+
+
+def _recipe_input_path(entry: dict, what: str, flag: str) -> str:
+    path = entry.get("path")
+    if not path:
+        raise MotionAdapterError(f"--from: the recipe's {what} was an in-memory array, not a file; give it with {flag}")
+    if not Path(path).exists():
+        raise MotionAdapterError(f"--from: the recipe's {what} {path}: expected an existing file, found nothing at "
+                                 f"that path (give it with {flag})")
+    if entry.get("sha256") and file_hash(path) != entry["sha256"]:
+        log.warning("%s changed since the recipe was made (sha256 differs): frames will differ", path)
+    return path
 
 
 def _warn_changed_models(recipe: dict) -> None:
@@ -208,6 +285,75 @@ def _output(args, opts: GenerateOptions) -> Path:
     return out
 
 
+def _controls(args, video: Frames | None) -> list[ControlInput]:
+    """The ControlNets of the command line, each with its maps (read now) or preprocessor, scale and step
+    fractions, all checked before any model loads."""
+    nets = [parse_lora(x, "--controlnet", "SCALE") for x in args.controlnet or []]
+    sources = list(args.controls or [])
+    if sources and not nets:
+        raise MotionAdapterError(f"{sources[0][2]}: expected a --controlnet for it to steer, found none")
+    if len(sources) != len(nets):
+        raise MotionAdapterError(f"--controlnet: expected one --control-video or --control for each of the {len(nets)} "
+                                 f"ControlNets (in order), found {len(sources)}")
+    starts = _per_controlnet(args.control_start, len(nets), "--control-start", 0.0)
+    ends = _per_controlnet(args.control_end, len(nets), "--control-end", 1.0)
+    out = []
+    for i, ((model, scale), (kind, value, flag)) in enumerate(zip(nets, sources, strict=True)):
+        _check_controlnet(model)
+        if kind == "video":
+            out.append(ControlInput(model, read_frame_input(value, flag), scale, starts[i], ends[i]))
+            continue
+        if video is None:
+            raise MotionAdapterError(f"--control {value}: computes maps from --video; expected --video, found none "
+                                     "(or give the maps with --control-video)")
+        if value.strip().lower() not in PREPROCESSORS:
+            compute_maps(video.frames[:0], value, "--control")  # raises the preprocessor's own error
+        out.append(ControlInput(model, None, scale, starts[i], ends[i], preprocessor=value))
+    return control_inputs(out, label="--controlnet")
+
+
+def _per_controlnet(values: list[float] | None, n: int, flag: str, default: float) -> list[float]:
+    """One value for every ControlNet, or one per ControlNet."""
+    values = list(values or [])
+    if len(values) in (0, 1):
+        return (values or [default]) * n
+    if len(values) != n:
+        raise MotionAdapterError(f"{flag}: expected one value for all ControlNets or one for each of the {n}, found "
+                                 f"{len(values)}")
+    return values
+
+
+def _check_controlnet(model: str) -> None:
+    """A ControlNet given as a file is one (told from its header, before anything loads)."""
+    if registry.is_registered(model):
+        return
+    path = Path(model)
+    if not path.exists():
+        raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet path or registered name, found nothing "
+                                 "at that path")
+    if path.is_file():
+        try:
+            kind = file_kind(path)
+        except AdapterFormatError as e:
+            raise MotionAdapterError(f"--controlnet {e}") from e
+        if kind != KIND_CONTROLNET:
+            raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found "
+                                     f"{kind.replace('_', ' ') if kind.startswith('unsupported') else 'a ' + kind.replace('_', ' ')} file")
+
+
+def _map_paths(args, out: Path, n: int) -> list[Path]:
+    """Where --save-maps writes each ControlNet's maps: beside --out, checked like it."""
+    if not args.save_maps:
+        return []
+    if n == 0:
+        raise MotionAdapterError("--save-maps: expected a --controlnet whose maps to save, found none")
+    paths = [out.with_name(f"{out.stem}.control{i}{out.suffix}") for i in range(1, n + 1)]
+    for p in paths:
+        check_destination(p, overwrite=args.overwrite, label="--save-maps", want_dir=p.suffix == "",
+                          replaceable=is_frame_folder)
+    return paths
+
+
 def _given(value, default):
     return value if value is not None else default
 
@@ -223,18 +369,25 @@ def cmd_generate(args) -> int:
         raise MotionAdapterError("--prompt: expected a prompt (or --prompt-file / --from), found none")
     base = _base(args)
     reg = registry.generation_defaults(base)
+    video = read_frame_input(args.video, "--video") if args.video else None
+    frames_default = len(video.frames) if video is not None else reg.get("num_frames", DEFAULTS["frames"])
     opts = GenerateOptions.check(
         prompt=prompt, negative_prompt=args.negative_prompt,
-        num_frames=_given(args.frames, reg.get("num_frames", DEFAULTS["frames"])),
+        num_frames=_given(args.frames, frames_default),
         height=_given(args.height, reg.get("height")), width=_given(args.width, reg.get("width")),
         num_inference_steps=_given(args.steps, reg.get("num_inference_steps", DEFAULTS["steps"])),
         guidance_scale=_given(args.guidance, reg.get("guidance_scale", DEFAULTS["guidance"])),
         seed=args.seed, scheduler=args.scheduler or DEFAULTS["scheduler"], context_length=args.context_length,
         context_overlap=args.context_overlap, free_init_iters=args.free_init or 0,
         motion_strength=_given(args.motion_strength, DEFAULTS["motion_strength"]),
-        decode_chunk_size=args.decode_chunk_size, labels=LABELS)
+        decode_chunk_size=args.decode_chunk_size, labels=LABELS,
+        strength=_given(args.strength, DEFAULT_STRENGTH) if video is not None else args.strength)
+    if opts.strength is not None and video is None:
+        raise MotionAdapterError("--strength: applies to video to video; expected --video with it, found none")
+    controls = _controls(args, video)
     fps = check_fps(_given(args.fps, reg.get("fps", DEFAULTS["fps"])), labels=LABELS)
     out = _output(args, opts)
+    map_paths = _map_paths(args, out, len(controls))
     loras = check_loras([parse_lora(x, "--lora") for x in (args.lora or [])], labels=LABELS)
     motion = _motion(args, base)
     t0 = time.perf_counter()
@@ -243,10 +396,12 @@ def cmd_generate(args) -> int:
     if loras:
         gen.set_loras(loras)
     t1 = time.perf_counter()
-    result = gen.generate(**opts.as_kwargs(), progress=True, check_memory=not args.skip_memory_check,
-                          labels=LABELS)
+    result = gen.generate(**opts.as_kwargs(), video=video, controlnets=controls, progress=True,
+                          check_memory=not args.skip_memory_check, labels=LABELS)
     recipe = {**result.recipe, "fps": fps}
     write_clip(result.frames, out, fps=fps, recipe=recipe)
+    for path, maps in zip(map_paths, result.control_maps, strict=False):
+        write_clip(maps, path, fps=fps)
     t2 = time.perf_counter()
     print(f"wrote {out} ({result.frames.shape[0]} frames, {result.frames.shape[2]}x{result.frames.shape[1]}, "
           f"seed {opts.seed}) in {t2 - t0:.1f}s (load {t1 - t0:.1f}s, generate {t2 - t1:.1f}s)")

@@ -210,7 +210,7 @@ class VideoGenerator:
                               cond=cond)
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
                              loras=self.loras, device=self.device, dtype=self.dtype, inputs=inputs)
-        return GenerationResult(frames, recipe)
+        return GenerationResult(frames, recipe, cond.maps)
 
     def _conditioning(self, opts: GenerateOptions, source: Frames | None, controls: list,
                       labels: Mapping[str, str]) -> tuple[Conditioning, dict]:

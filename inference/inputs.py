@@ -78,9 +78,11 @@ def _as_float_frames(a: np.ndarray, label: str, path: Path | None = None) -> np.
     if not np.issubdtype(a.dtype, np.floating) and not np.issubdtype(a.dtype, np.integer):
         raise MotionAdapterError(f"{name}: expected uint8 or float frames, found {a.dtype}")
     f = a.astype(np.float32)
-    if not np.isfinite(f).all() or f.min() < 0 or f.max() > 1:
+    if not np.isfinite(f).all():
+        raise MotionAdapterError(f"{name}: expected values in [0, 1] (or uint8), found NaN or infinite values")
+    if f.min() < 0 or f.max() > 1:
         raise MotionAdapterError(f"{name}: expected values in [0, 1] (or uint8), found a range "
-                                 f"{float(np.nanmin(f)):g}…{float(np.nanmax(f)):g}")
+                                 f"{float(f.min()):g}…{float(f.max()):g}")
     return f
 
 

@@ -173,10 +173,11 @@ def check_fps(value, *, labels: Mapping[str, str] | None = None, limits: OptionL
     return fps
 
 
-def parse_lora(text: str, name: str = "lora") -> tuple[str, float]:
+def parse_lora(text: str, name: str = "lora", what: str = "WEIGHT") -> tuple[str, float]:
     """``PATH[:WEIGHT]``; a trailing ``:number`` is the weight (a drive letter's colon and colons inside a
     path are kept). A trailing ``:word`` that is no number is an error about the weight, unless ``text`` is an
-    existing path. ``nan``/``inf`` parse: :func:`check_loras` refuses them, naming the weight."""
+    existing path. ``nan``/``inf`` parse: :func:`check_loras` refuses them, naming the weight. ``what``: the
+    number's name in errors (``SCALE`` for ``--controlnet PATH[:SCALE]``)."""
     head, sep, tail = text.rpartition(":")
     if not sep or not head or re.fullmatch(r"[A-Za-z]", head):
         return text, 1.0
@@ -186,8 +187,8 @@ def parse_lora(text: str, name: str = "lora") -> tuple[str, float]:
         pass
     if "/" in tail or "\\" in tail or os.path.exists(text):
         return text, 1.0
-    raise MotionAdapterError(f"{name} {text}: expected PATH[:WEIGHT] with a number as WEIGHT, found the weight "
-                             f"{tail!r}")
+    raise MotionAdapterError(f"{name} {text}: expected PATH[:{what}] with a number as {what}, found the "
+                             f"{what.lower()} {tail!r}")
 
 
 def check_loras(loras: Iterable[tuple[str | None, object]], *, labels: Mapping[str, str] | None = None,

@@ -29,10 +29,12 @@ FALLBACK_DEFAULTS = {"num_frames": 16, "num_inference_steps": 25, "guidance_scal
 
 @dataclass
 class GenerationResult:
-    """Frames as float32 (F, H, W, 3) in [0, 1], and the recipe that made them."""
+    """Frames as float32 (F, H, W, 3) in [0, 1], the recipe that made them, and the control maps each ControlNet
+    followed (fitted to the clip, same layout)."""
 
     frames: np.ndarray
     recipe: dict = field(default_factory=dict)
+    control_maps: list[np.ndarray] = field(default_factory=list)
 
 
 def with_defaults(defaults: Mapping, **options) -> dict:
