@@ -299,17 +299,20 @@ def _controls(args, video: Frames | None) -> list[ControlInput]:
     ends = _per_controlnet(args.control_end, len(nets), "--control-end", 1.0)
     out = []
     for i, ((model, scale), (kind, value, flag)) in enumerate(zip(nets, sources, strict=True)):
+        maps = read_frame_input(value, flag) if kind == "video" else None
+        if kind == "preprocessor":
+            _check_preprocessor(value, video)
         _check_controlnet(model)
-        if kind == "video":
-            out.append(ControlInput(model, read_frame_input(value, flag), scale, starts[i], ends[i]))
-            continue
-        if video is None:
-            raise MotionAdapterError(f"--control {value}: computes maps from --video; expected --video, found none "
-                                     "(or give the maps with --control-video)")
-        if value.strip().lower() not in PREPROCESSORS:
-            compute_maps(video.frames[:0], value, "--control")  # raises the preprocessor's own error
-        out.append(ControlInput(model, None, scale, starts[i], ends[i], preprocessor=value))
+        out.append(ControlInput(model, maps, scale, starts[i], ends[i], preprocessor=None if maps else value))
     return control_inputs(out, label="--controlnet")
+
+
+def _check_preprocessor(name: str, video: Frames | None) -> None:
+    if video is None:
+        raise MotionAdapterError(f"--control {name}: computes maps from --video; expected --video, found none "
+                                 "(or give the maps with --control-video)")
+    if name.strip().lower() not in PREPROCESSORS:
+        compute_maps(video.frames[:0], name, "--control")  # raises the preprocessor's own error
 
 
 def _per_controlnet(values: list[float] | None, n: int, flag: str, default: float) -> list[float]:
@@ -326,6 +329,10 @@ def _per_controlnet(values: list[float] | None, n: int, flag: str, default: floa
 def _check_controlnet(model: str) -> None:
     """A ControlNet given as a file is one (told from its header, before anything loads)."""
     if registry.is_registered(model):
+        kind = registry.get(model).kind
+        if kind != KIND_CONTROLNET:
+            raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found the registered "
+                                     f"{kind.replace('_', ' ')} {model}")
         return
     path = Path(model)
     if not path.exists():
@@ -337,8 +344,9 @@ def _check_controlnet(model: str) -> None:
         except AdapterFormatError as e:
             raise MotionAdapterError(f"--controlnet {e}") from e
         if kind != KIND_CONTROLNET:
+            what = kind.replace("_", " ")
             raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found "
-                                     f"{kind.replace('_', ' ') if kind.startswith('unsupported') else 'a ' + kind.replace('_', ' ')} file")
+                                     f"{what if what.startswith('unsupported') else 'a ' + what + ' file'}")
 
 
 def _map_paths(args, out: Path, n: int) -> list[Path]:

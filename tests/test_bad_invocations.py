@@ -56,6 +56,14 @@ def lora_copy(tmp: Path, mp) -> None:
     shutil.copyfile(model_path(LORA), tmp / "l.safetensors")
 
 
+def a_png(name: str) -> Callable:
+    def setup(tmp: Path, mp) -> None:
+        from PIL import Image
+
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp / name)
+    return setup
+
+
 def png_folder(tmp: Path, mp) -> None:
     (tmp / "frames").mkdir()
     for i in range(4):
@@ -168,6 +176,45 @@ PROBES = {
                                       "{tmp}/out.safetensors: disk full — could not write it (3.0 MB free on that "
                                       "disk)", disk_full,
                                       lambda tmp: [p.name for p in tmp.iterdir()] == [] or pytest.fail("left a file")),
+    # video to video and ControlNets: refused before any model loads
+    "--video that does not decode": Probe([*GEN, "--video", "{tmp}/v.mp4"], 2,
+                                          "--video {tmp}/v.mp4: expected frames that decode, found unreadable",
+                                          a_file("v.mp4", "not a video")),
+    "--video an empty folder": Probe([*GEN, "--video", "{tmp}/frames"], 2,
+                                     "--video {tmp}/frames: expected frames that decode, found a frame folder without",
+                                     lambda tmp, mp: (tmp / "frames").mkdir()),
+    "--strength 1.5": Probe([*GEN, "--video", "{tmp}/a.png", "--strength", "1.5"], 2,
+                            "--strength: expected a number from 0 to 1, found 1.5", a_png("a.png")),
+    "--strength without --video": Probe([*GEN, "--strength", "0.5"], 2,
+                                        "--strength: applies to video to video; expected --video with it"),
+    "--control without --controlnet": Probe([*GEN, "--control", "canny"], 2,
+                                            "--control: expected a --controlnet for it to steer, found none"),
+    "--controlnet without maps": Probe([*GEN, "--controlnet", "{tmp}/a.png"], 2,
+                                       "--controlnet: expected one --control-video or --control for each of the 1",
+                                       a_png("a.png")),
+    "--control canny without --video": Probe([*GEN, "--controlnet", "{tmp}/a.png", "--control", "canny"], 2,
+                                             "--control canny: computes maps from --video; expected --video",
+                                             a_png("a.png")),
+    "--control depth": Probe([*GEN, "--video", "{tmp}/a.png", "--controlnet", "{tmp}/a.png", "--control", "depth"], 2,
+                             "--control depth: expected a preprocessor that runs without a model (canny, silhouette), "
+                             "found one that needs a depth estimator", a_png("a.png")),
+    "--controlnet a motion module": Probe([*GEN, "--video", "{tmp}/a.png", "--controlnet", MOTION, "--control",
+                                           "canny"], 2, f"--controlnet {MOTION}: expected a ControlNet, found the "
+                                           "registered motion module", a_png("a.png")),
+    "--controlnet missing": Probe([*GEN, "--controlnet", "{tmp}/cn.safetensors", "--control-video", "{tmp}/a.png"],
+                                  2, "--controlnet {tmp}/cn.safetensors: expected a ControlNet path or registered name, "
+                                  "found nothing", a_png("a.png")),
+    "--controlnet a LoRA file": Probe([*GEN, "--controlnet", "{tmp}/l.safetensors", "--control-video",
+                                       "{tmp}/a.png"], 2, "--controlnet {tmp}/l.safetensors: expected a ControlNet, "
+                                       "found a motion lora file", lambda tmp, mp: (lora_copy(tmp, mp),
+                                                                                    a_png("a.png")(tmp, mp))),
+    "--control-video a LoRA file": Probe([*GEN, "--controlnet", "{tmp}/l.safetensors", "--control-video",
+                                          "{tmp}/l.safetensors"], 2, "--control-video {tmp}/l.safetensors: expected a "
+                                          "video", lora_copy),
+    "--control-start twice for one": Probe([*GEN, "--controlnet", "{tmp}/a.png", "--control-video", "{tmp}/a.png",
+                                            "--control-start", "0", "--control-start", "0.5", "--control-start", "0.2"],
+                                           2, "--control-start: expected one value for all ControlNets or one for each "
+                                           "of the 1, found 3", a_png("a.png")),
     "convert into a read-only folder": Probe(["convert", LORA, "{tmp}/ro/out.safetensors", "--to", "ours"], 1,
                                              "{tmp}/ro/out.safetensors: permission denied", read_only),
 }

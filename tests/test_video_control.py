@@ -271,3 +271,23 @@ def test_preprocessor_maps_from_the_video(gen, nets):
     with pytest.raises(MotionAdapterError, match="needs a depth estimator"):
         gen.generate(PROMPT, video=VIDEO, seed=0, **CALL, controlnets=[ControlInput(nets[0], preprocessor="depth")])
     gen.set_controlnets([])
+
+
+def test_cli_video_recipe_round_trip(tiny, tmp_path, capsys):
+    from motion_adapters.cli import main as cli
+    from motion_adapters.clips.export import read_frames, read_recipe, write_clip
+
+    write_clip(VIDEO, tmp_path / "in")  # a folder of PNG frames: lossless input
+    args = ["generate", "--base", str(tiny.base_a), "--motion", str(tiny.mm_a_dir), "--prompt", PROMPT, "--steps", "2",
+            "--height", "64", "--width", "64", "--seed", "3"]
+    assert cli([*args, "--video", str(tmp_path / "in"), "--strength", "0.6", "--out", str(tmp_path / "a")]) == 0
+    recipe = read_recipe(tmp_path / "a")
+    assert recipe["video"]["path"] == str(tmp_path / "in") and len(recipe["video"]["sha256"]) == 64
+    assert recipe["strength"] == 0.6 and recipe["num_frames"] == 4 and recipe["controlnets"] == []
+    assert cli(["generate", "--from", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 0
+    assert np.array_equal(read_frames(tmp_path / "a"), read_frames(tmp_path / "b"))
+    (tmp_path / "in").rename(tmp_path / "moved")
+    assert cli(["generate", "--from", str(tmp_path / "a"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert f"the recipe's video {tmp_path / 'in'}: expected an existing file, found nothing at that path" in err
+    assert not (tmp_path / "c").exists()
