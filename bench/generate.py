@@ -1,7 +1,8 @@
 """Generation benchmark: our VideoGenerator vs diffusers' AnimateDiffPipeline built the ordinary way.
 
 Same weights, same seed, one run: frames must be identical (max abs diff ≤ 1e-4) and our time within 2 % of
-diffusers' (median over alternating repeats). Then the peak memory of a long clip generated in one piece vs
+diffusers' (median over alternating repeats); the same for video to video, one ControlNet and both together
+against diffusers' pipelines of those modes (``--modes``). Then the peak memory of a long clip generated in one piece vs
 with FreeNoise context windows, each in a fresh subprocess. Models are random-weight SD1.5-layout UNets of a
 "small" size (built locally, no download). Writes ``bench/results/generate.json``.
 """
@@ -92,6 +93,75 @@ def compare(paths: dict[str, Path], args) -> dict:
             "time_ratio_ok": med_o / med_t <= 1.02, "call": call}
 
 
+def _timed_pair(run_ours, run_theirs, repeats: int) -> dict:
+    """Equality and median times of two ways to make the same clip, alternating."""
+    import numpy as np
+
+    a, b = run_ours(), run_theirs()  # warm-up, and the equality check
+    diff = float(np.abs(a - b).max())
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        for fn, acc in ((run_theirs, t_theirs), (run_ours, t_ours)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    med_o, med_t = statistics.median(t_ours), statistics.median(t_theirs)
+    return {"max_abs_diff": diff, "identical": diff <= 1e-4, "ours_median_s": med_o, "diffusers_median_s": med_t,
+            "time_ratio": med_o / med_t, "time_ratio_ok": med_o / med_t <= 1.02}
+
+
+def compare_modes(paths: dict[str, Path], args) -> dict:
+    """Video to video (strength 0.6), one ControlNet, and both: ours vs diffusers' pipeline of each mode."""
+    import numpy as np
+    import torch
+    from diffusers import (
+        AnimateDiffControlNetPipeline,
+        AnimateDiffVideoToVideoControlNetPipeline,
+        AnimateDiffVideoToVideoPipeline,
+        ControlNetModel,
+        MotionAdapter,
+        StableDiffusionPipeline,
+    )
+
+    from motion_adapters.inference import VideoGenerator
+    from motion_adapters.inference.controlnets import ControlInput
+
+    size, frames, prompt = args.size, args.frames, "a corgi running on the beach"
+    rng = np.random.default_rng(0)
+    video = rng.random((frames, size, size, 3)).astype(np.float32)
+    maps = (rng.random((frames, size, size, 3)) > 0.9).astype(np.float32)
+    sd = StableDiffusionPipeline.from_pretrained(str(paths["base"]), safety_checker=None, local_files_only=True)
+    adapter = MotionAdapter.from_pretrained(str(paths["mm"]))
+    torch.manual_seed(2)
+    controlnet = ControlNetModel.from_unet(sd.unet)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ours = VideoGenerator(base=paths["base"], motion=paths["mm"], device="cpu")
+    common = dict(height=size, width=size, num_inference_steps=args.steps, guidance_scale=7.5)
+    modes = {
+        "video_to_video": (AnimateDiffVideoToVideoPipeline, {}, dict(video=video, strength=0.6),
+                           dict(video=list(video), strength=0.6)),
+        "controlnet": (AnimateDiffControlNetPipeline, dict(controlnet=controlnet),
+                       dict(num_frames=frames, controlnets=[ControlInput(controlnet, maps)]),
+                       dict(num_frames=frames, conditioning_frames=list(maps))),
+        "video_to_video_controlnet": (AnimateDiffVideoToVideoControlNetPipeline, dict(controlnet=controlnet),
+                                      dict(video=video, strength=0.6, controlnets=[ControlInput(controlnet, maps)]),
+                                      dict(video=list(video), strength=0.6, conditioning_frames=list(maps))),
+    }
+    out = {}
+    for name, (cls, extra, ours_kw, theirs_kw) in modes.items():
+        theirs = cls.from_pipe(sd, motion_adapter=adapter, **extra)
+        theirs.set_progress_bar_config(disable=True)
+        out[name] = _timed_pair(
+            lambda kw=ours_kw: ours.generate(prompt, seed=0, **common, **kw).frames,
+            lambda p=theirs, kw=theirs_kw: p(prompt=prompt, generator=torch.Generator("cpu").manual_seed(0),
+                                             output_type="np", **common, **kw).frames[0],
+            args.repeats)
+    out["call"] = {**common, "num_frames": frames}
+    return out
+
+
 def memory_worker(paths: dict[str, Path], frames: int, context: int | None, size: int, steps: int) -> None:
     """Peak RSS above the loaded-model baseline while generating (sampled every 5 ms in a thread)."""
     import threading
@@ -148,6 +218,7 @@ def main() -> None:
     p.add_argument("--long-size", type=int, default=128, help="pixel size of the long clip (default 128)")
     p.add_argument("--context", type=int, default=16, help="context window length for the long clip (default 16)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "generate.json", help="where the JSON goes")
+    p.add_argument("--modes", action="store_true", help="only the video-to-video / ControlNet rows, merged into --out")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     import torch
@@ -157,8 +228,19 @@ def main() -> None:
     if args.worker is not None:
         memory_worker(paths, args.long_frames, args.worker or None, args.size, args.steps)
         return
-    result = {"compare": compare(paths, args), "long_clip_memory": memory(paths, args)}
     import diffusers
+
+    if args.modes:
+        result = json.loads(args.out.read_text()) if args.out.exists() else {}
+        result["modes"] = compare_modes(paths, args)
+        for name, r in result["modes"].items():
+            if name != "call":
+                print(f"{name}: identical {r['identical']} ({r['max_abs_diff']:.2e}), ours {r['ours_median_s']:.2f}s vs "
+                      f"diffusers {r['diffusers_median_s']:.2f}s -> ratio {r['time_ratio']:.3f}")
+        result.setdefault("machine", {})["modes_date"] = time.strftime("%Y-%m-%d")
+        args.out.write_text(json.dumps(result, indent=2))
+        return
+    result = {"compare": compare(paths, args), "long_clip_memory": memory(paths, args)}
 
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                          "diffusers": diffusers.__version__, "date": time.strftime("%Y-%m-%d")}
