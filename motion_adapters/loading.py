@@ -47,6 +47,7 @@ from .kinds import (
     describe_keys,
     sniff_keys,
 )
+from .swap import validate_component
 
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                   "diffusion_pytorch_model.bin")
@@ -123,6 +124,8 @@ def _controlnet(cfg: dict, sd: dict, fmt: str, kind: str | None, metadata: Mappi
     if family == "sd2":
         raise AdapterFormatError(source, "an SD1.5 ControlNet", f"an SD2 ControlNet (cross_attention_dim "
                                  f"{cfg.get('cross_attention_dim')})", "Only SD1.5-family ControlNets attach here.")
+    hint = "Its config was read from tensor shapes; the file may be truncated or a variant." if guessed else None
+    validate_component("controlnet", cfg, sd, source, hint)
     return ControlNetWeights(config=cfg, state_dict=sd, source_format=fmt, control_kind=kind, family=family,
                              metadata=dict(metadata), source=str(source), guessed=guessed)
 

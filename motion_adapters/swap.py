@@ -283,8 +283,7 @@ def check_controlnet_fits_base(cw: ControlNetWeights, unet_config: Mapping, sour
 def build_controlnet(cw: ControlNetWeights, dtype: torch.dtype | None = None,
                      device: torch.device | str | None = None) -> ControlNetModel:
     """A live diffusers ``ControlNetModel`` holding ``cw``'s tensors (built on the meta device: no random init)."""
-    cfg = {k: v for k, v in cw.config.items() if k in init_config_keys(ControlNetModel)}
-    return materialize(lambda: ControlNetModel.from_config(cfg), cw.state_dict, cw.source, "ControlNet weights",
+    return materialize(_factory("controlnet", cw.config), cw.state_dict, cw.source, "ControlNet weights",
                        dtype, device)
 
 
@@ -306,6 +305,9 @@ def _factory(component: str, config: Mapping) -> Callable[[], torch.nn.Module]:
         return lambda: AutoencoderKL.from_config(cfg)
     if component == "text_encoder":
         return lambda: CLIPTextModel(CLIPTextConfig.from_dict(cfg))
+    if component == "controlnet":
+        keys = init_config_keys(ControlNetModel)
+        return lambda: ControlNetModel.from_config({k: v for k, v in cfg.items() if k in keys})
     raise ValueError(component)
 
 
