@@ -328,3 +328,11 @@ def test_a_controlnet_missing_tensors_is_refused(tiny, tmp_path):
     with pytest.raises(AdapterFormatError, match="controlnet_down_blocks.5.weight") as e:
         load_adapter(path, expect=KIND_CONTROLNET)
     assert str(path) in str(e.value)
+
+
+def test_convert_config_gives_a_single_file_its_architecture(tiny, tmp_path):
+    out = tmp_path / "cn.safetensors"
+    assert cli(["convert", str(tiny.cn_ldm), str(out), "--to", "ours", "--config", str(tiny.cn_dir)]) == 0
+    back = load_adapter(out, expect=KIND_CONTROLNET)
+    assert back.config == load_adapter(tiny.cn_dir).config and back.guessed == ()
+    assert back.control_kind == "depth"  # told by the source's name, kept in our header
