@@ -336,3 +336,16 @@ def test_convert_config_gives_a_single_file_its_architecture(tiny, tmp_path):
     back = load_adapter(out, expect=KIND_CONTROLNET)
     assert back.config == load_adapter(tiny.cn_dir).config and back.guessed == ()
     assert back.control_kind == "depth"  # told by the source's name, kept in our header
+
+
+def test_an_sdxl_controlnet_round_trips_through_the_original_layout(tiny, tmp_path):
+    folder = load_adapter(tiny.cn_sdxl)
+    out = convert(tiny.cn_sdxl, tmp_path / "controlnet_sdxl_canny.safetensors", "original")
+    raw, _ = read_state_dict(out)
+    assert "control_model.label_emb.0.0.weight" in raw
+    cw = load_adapter(out, expect=KIND_CONTROLNET)
+    assert cw.family == "sdxl" and "addition_time_embed_dim" in cw.guessed
+    assert_same_tensors(cw.state_dict, folder.state_dict)
+    for key in ("block_out_channels", "transformer_layers_per_block", "addition_embed_type",
+                "projection_class_embeddings_input_dim", "use_linear_projection", "cross_attention_dim"):
+        assert cw.config[key] == folder.config[key], key

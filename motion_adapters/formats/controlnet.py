@@ -36,7 +36,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pth", ".ckpt", ".pt", ".bin")
 _LDM_MARKERS = ("input_hint_block.", "zero_convs.", "middle_block_out.")
 _DIFFUSERS_MARKERS = ("controlnet_cond_embedding.", "controlnet_down_blocks.", "controlnet_mid_block.")
 # what shapes cannot tell: taken from the base by ``swap.check_controlnet_fits_base`` for single files
-GUESSABLE = ("attention_head_dim", "num_attention_heads", "norm_num_groups", "norm_eps", "upcast_attention")
+GUESSABLE = ("attention_head_dim", "num_attention_heads", "norm_num_groups", "norm_eps", "upcast_attention",
+             "addition_time_embed_dim")
 # the SDXL add_embedding / the LDM label_emb (diffusers' converter maps only the SD1.5 layers)
 _LDM_EXTRA = {
     "add_embedding.linear_1": "label_emb.0.0",
@@ -235,7 +236,8 @@ def infer_config(sd: Mapping[str, Tensor], source: Any = None) -> tuple[dict, tu
     """A ``ControlNetModel`` config read from diffusers-key tensor shapes, and the keys set by convention.
 
     Heads follow the family: SD1.5's 8 per level; SD2/SDXL's 64-wide heads (``attention_head_dim`` is the
-    head count in diffusers' SD configs). GroupNorm: 32 groups when the channels allow."""
+    head count in diffusers' SD configs). GroupNorm: 32 groups when the channels allow. SDXL's time
+    embedding width (256) is not in the weights either."""
     try:
         levels = _levels(sd)
         channels = [int(sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in levels]
@@ -266,7 +268,8 @@ def infer_config(sd: Mapping[str, Tensor], source: Any = None) -> tuple[dict, tu
     cfg["attention_head_dim"] = 8 if fam == "sd15" else [max(c // 64, 1) for c in channels]
     if "mid_block.attentions.0.proj_in.weight" not in sd:
         cfg["mid_block_type"] = "UNetMidBlock2D"
-    return cfg, ("attention_head_dim", "norm_num_groups")
+    guessed = ("attention_head_dim", "norm_num_groups")
+    return cfg, guessed + (("addition_time_embed_dim",) if fam == "sdxl" else ())
 
 
 def clean_config(config: Mapping[str, Any]) -> dict:
