@@ -115,6 +115,13 @@ def convert_ldm_vae(state_dict: Mapping, vae_config: Mapping) -> dict:
     return single_file_utils.convert_ldm_vae_checkpoint(state_dict, vae_config)
 
 
+def convert_ldm_controlnet(state_dict: Mapping, config: Mapping) -> dict:
+    """lllyasviel ControlNet keys (``input_blocks`` / ``input_hint_block`` / ``zero_convs`` /
+    ``middle_block_out``, prefix stripped) → diffusers ``ControlNetModel`` keys; ``config`` needs only
+    ``layers_per_block``. Missing tensors come back as ``None`` values."""
+    return single_file_utils.convert_controlnet_checkpoint(state_dict, config)
+
+
 def convert_ldm_clip(state_dict: Mapping) -> dict:
     """LDM ``cond_stage_model.transformer.*`` keys → transformers ``CLIPTextModel`` keys."""
     return single_file_utils.convert_ldm_clip_checkpoint(state_dict)

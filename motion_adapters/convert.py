@@ -14,13 +14,15 @@ from .base import BaseWeights, configs_from_folder, skeleton_dir
 from .errors import MotionAdapterError
 from .files import atomic_dir, check_destination, only_names
 from .formats import ours
+from .formats.controlnet import ControlNetWeights
+from .formats.controlnet import diffusers_to_ldm as controlnet_to_ldm
 from .formats.ldm import save_ldm_checkpoint
 from .formats.lora import LoraWeights, to_kohya, to_original, to_peft_file_dict
 from .formats.motion_module import MotionModuleWeights, diffusers_to_original
 from .hub import resolve_source
 from .io import save_pickle_atomic, save_safetensors_atomic
 from .loading import load_adapter
-from .swap import materialize
+from .swap import build_controlnet, materialize
 
 log = logging.getLogger(__name__)
 TARGETS = ("ours", "original", "diffusers", "kohya")
@@ -99,6 +101,19 @@ def export_motion_module(mm: MotionModuleWeights, dst: str | Path | Destination,
     raise MotionAdapterError(f"--to {to}: a motion module exports to ours, original or diffusers")
 
 
+def export_controlnet(cw: ControlNetWeights, dst: str | Path | Destination, to: str) -> Path:
+    """A ControlNet as ours (.safetensors), original (lllyasviel keys under ``control_model.``, .safetensors or
+    .pth) or diffusers (a ``ControlNetModel`` folder)."""
+    dst = _destination(dst)
+    if to == "ours":
+        return ours.save_controlnet(cw, dst.file(OURS_SUFFIXES))
+    if to == "original":
+        return _save_tensors(controlnet_to_ldm(cw.state_dict, cw.config), dst)
+    if to == "diffusers":
+        return dst.folder(lambda tmp: build_controlnet(cw).save_pretrained(str(tmp), safe_serialization=True))
+    raise MotionAdapterError(f"--to {to}: a ControlNet exports to ours, original or diffusers")
+
+
 def export_lora(lw: LoraWeights, dst: str | Path | Destination, to: str) -> Path:
     dst = _destination(dst)
     if to == "ours":
@@ -148,8 +163,8 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
     folder is replaced (atomically), and never ``src`` itself.
 
     ``config``: a diffusers folder describing the architecture of a single-file SD checkpoint (default SD1.5),
-    or a MotionAdapter folder / ``config.json`` for a motion module whose heads or groups differ from the
-    official releases'.
+    or a MotionAdapter / ControlNetModel folder or ``config.json`` for a motion module or single-file ControlNet
+    whose heads or groups differ from the official releases'.
     """
     if to not in TARGETS:
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
@@ -166,6 +181,8 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
         return export_motion_module(obj, target, to)
     if isinstance(obj, LoraWeights):
         return export_lora(obj, target, to)
+    if isinstance(obj, ControlNetWeights):
+        return export_controlnet(obj, target, to)
     return export_base(obj, target, to)
 
 
@@ -178,7 +195,7 @@ def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | Non
         return None, configs_from_folder(p)
     cfg_file = p / "config.json" if p.is_dir() else p
     if not cfg_file.exists():
-        raise MotionAdapterError(f"--config {p}: expected a diffusers SD folder or a MotionAdapter config.json, "
-                                 "found neither")
+        raise MotionAdapterError(f"--config {p}: expected a diffusers SD folder or a MotionAdapter / "
+                                 "ControlNetModel config.json, found neither")
     cfg = json.loads(cfg_file.read_text())
     return {k: v for k, v in cfg.items() if not k.startswith("_")}, None

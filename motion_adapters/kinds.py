@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from .formats.controlnet import is_diffusers_controlnet, is_ldm_controlnet, is_t2i_adapter
 from .formats.lora import detect_lora_format
 
 KIND_MOTION = "motion_module"
@@ -13,6 +14,7 @@ KIND_MOTION_LORA = "motion_lora"
 KIND_SPATIAL_LORA = "spatial_lora"
 KIND_SD = "sd_checkpoint"
 KIND_CONTROLNET = "controlnet"
+T2I_ADAPTER = "unsupported: a T2I-Adapter, not a ControlNet"
 
 
 def describe_keys(tensors: Mapping[str, torch.Tensor], n: int = 3) -> str:
@@ -33,10 +35,14 @@ def sniff_keys(tensors: Mapping[str, torch.Tensor]) -> str:
     if detect_lora_format(keys) is not None:
         lw_kind = "motion_lora" if any("motion_modules" in k or "temporal" in k for k in keys) else "spatial_lora"
         return lw_kind
+    if is_ldm_controlnet(keys) or is_diffusers_controlnet(keys):  # before KIND_SD: v1.0 files hold SD too
+        return KIND_CONTROLNET
     if any(k.startswith("model.diffusion_model.") for k in keys):
         return KIND_SD
     if any("controlnet_cond_embedding" in k for k in keys):
         return "unsupported: SparseCtrl ControlNet"
+    if is_t2i_adapter(keys):
+        return T2I_ADAPTER
     if any("temporal_attentions." in k or k.endswith("pos_encoder.positional_encoding") for k in keys):
         return "unsupported: HotshotXL motion module"
     if any("motion_modules." in k for k in keys):

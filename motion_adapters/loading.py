@@ -1,6 +1,7 @@
 """Sniffing and loading: tell what a file is, then read it into our in-memory types.
 
-``load_adapter`` returns a :class:`MotionModuleWeights`, :class:`LoraWeights` or :class:`BaseWeights`;
+``load_adapter`` returns a :class:`MotionModuleWeights`, :class:`LoraWeights`, :class:`ControlNetWeights` or
+:class:`BaseWeights`;
 ``inspect_path`` returns the report shown by ``motion-adapters inspect``.
 """
 
@@ -16,6 +17,15 @@ import torch
 from .base import BaseWeights, is_diffusers_folder, read_base
 from .errors import AdapterFormatError
 from .formats import ours
+from .formats.controlnet import (
+    ControlNetWeights,
+    clean_config,
+    control_kind_from_name,
+    family_of,
+    infer_config,
+    is_diffusers_controlnet,
+)
+from .formats.controlnet import ldm_to_diffusers as controlnet_ldm_to_diffusers
 from .formats.ldm import LDM_TEXT_PREFIX, LDM_UNET_PREFIX, LDM_VAE_PREFIX, ldm_family
 from .formats.lora import LoraWeights, to_canonical
 from .formats.motion_module import (
@@ -27,7 +37,23 @@ from .formats.motion_module import (
     to_diffusers_layout,
 )
 from .io import read_safetensors_metadata, read_state_dict
-from .kinds import KIND_MOTION, KIND_MOTION_LORA, KIND_SD, KIND_SPATIAL_LORA, describe_keys, sniff_keys
+from .kinds import (
+    KIND_CONTROLNET,
+    KIND_MOTION,
+    KIND_MOTION_LORA,
+    KIND_SD,
+    KIND_SPATIAL_LORA,
+    T2I_ADAPTER,
+    describe_keys,
+    sniff_keys,
+)
+from .swap import validate_component
+
+FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                  "diffusion_pytorch_model.bin")
+# diffusers folders of other control models, refused by name
+_OTHER_CONTROL_CLASSES = {"T2IAdapter": T2I_ADAPTER, "MultiAdapter": T2I_ADAPTER,
+                          "SparseControlNetModel": "unsupported: SparseCtrl ControlNet"}
 
 
 def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = None) -> MotionModuleWeights:
@@ -66,8 +92,7 @@ def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = Non
 
 def _read_motion_folder(path: Path) -> MotionModuleWeights:
     cfg = json.loads((path / "config.json").read_text())
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                 "diffusion_pytorch_model.bin"):
+    for name in FOLDER_WEIGHTS:
         if (path / name).exists():
             tensors, md = read_state_dict(path / name)
             keys = {k for k in cfg if not k.startswith("_")}
@@ -78,13 +103,57 @@ def _read_motion_folder(path: Path) -> MotionModuleWeights:
     raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the MotionAdapter folder", "none")
 
 
+def controlnet_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source,
+                            config: Mapping | None = None) -> ControlNetWeights:
+    """A ControlNet from a file's tensors: our format (config in the header), lllyasviel keys (converted) or
+    diffusers keys; the config from ``config``, the header, or else the tensor shapes."""
+    meta = ours.parse_metadata(metadata) if ours.is_ours(metadata) else {}
+    if is_diffusers_controlnet(tensors):
+        sd, fmt = dict(tensors), "ours" if meta else "diffusers-single-file"
+    else:
+        sd, fmt = controlnet_ldm_to_diffusers(tensors, source), "ldm-single-file"
+    config = config or (meta.get("config") if isinstance(meta.get("config"), dict) else None)
+    cfg, guessed = (clean_config(config), ()) if config else infer_config(sd, source)
+    kind = meta.get("control_kind") or control_kind_from_name(source)
+    return _controlnet(cfg, sd, fmt, kind, metadata, source, guessed)
+
+
+def _controlnet(cfg: dict, sd: dict, fmt: str, kind: str | None, metadata: Mapping, source,
+                guessed: tuple[str, ...] = ()) -> ControlNetWeights:
+    family = family_of(cfg)
+    if family == "sd2":
+        raise AdapterFormatError(source, "an SD1.5 ControlNet", f"an SD2 ControlNet (cross_attention_dim "
+                                 f"{cfg.get('cross_attention_dim')})", "Only SD1.5-family ControlNets attach here.")
+    hint = "Its config was read from tensor shapes; the file may be truncated or a variant." if guessed else None
+    validate_component("controlnet", cfg, sd, source, hint)
+    return ControlNetWeights(config=cfg, state_dict=sd, source_format=fmt, control_kind=kind, family=family,
+                             metadata=dict(metadata), source=str(source), guessed=guessed)
+
+
+def _read_controlnet_folder(path: Path) -> ControlNetWeights:
+    cfg = clean_config(json.loads((path / "config.json").read_text()))
+    for name in FOLDER_WEIGHTS:
+        if (path / name).exists():
+            tensors, md = read_state_dict(path / name)
+            if not is_diffusers_controlnet(tensors):
+                raise AdapterFormatError(path / name, "diffusers ControlNetModel weights", describe_keys(tensors))
+            return _controlnet(cfg, tensors, "diffusers-folder", control_kind_from_name(path), md, path)
+    raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the ControlNetModel folder", "none")
+
+
 def folder_kind(path: Path) -> str:
-    """What a folder holds: KIND_SD (diffusers SD folder), KIND_MOTION (MotionAdapter), "lora-folder" or "unknown"."""
+    """What a folder holds: KIND_SD (diffusers SD folder), KIND_MOTION (MotionAdapter), KIND_CONTROLNET
+    (ControlNetModel), "lora-folder", "unsupported: …" (another control model) or "unknown"."""
     if is_diffusers_folder(path):
         return KIND_SD
     cfg = path / "config.json"
-    if cfg.exists() and json.loads(cfg.read_text()).get("_class_name") == "MotionAdapter":
+    cls = json.loads(cfg.read_text()).get("_class_name") if cfg.exists() else None
+    if cls == "MotionAdapter":
         return KIND_MOTION
+    if cls == "ControlNetModel":
+        return KIND_CONTROLNET
+    if cls in _OTHER_CONTROL_CLASSES:
+        return _OTHER_CONTROL_CLASSES[cls]
     if (path / "pytorch_lora_weights.safetensors").exists():
         return "lora-folder"
     return "unknown"
@@ -94,7 +163,8 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
                  base_configs: dict[str, dict] | None = None):
     """Read any supported file or folder. ``expect`` (a KIND_* name or 'lora') refuses other kinds early.
 
-    ``config`` overrides the inferred ``MotionAdapter`` config of a motion module; ``base_configs`` gives the
+    ``config`` overrides the inferred ``MotionAdapter`` config of a motion module (or the ``ControlNetModel``
+    config of a single-file ControlNet); ``base_configs`` gives the
     architecture of a single-file SD checkpoint (default: standard SD1.5).
     """
     path = Path(src)
@@ -104,10 +174,14 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
             obj = read_base(path)
         elif kind == KIND_MOTION:
             obj = _read_motion_folder(path)
+        elif kind == KIND_CONTROLNET:
+            obj = _read_controlnet_folder(path)
         elif kind == "lora-folder":
             return load_adapter(path / "pytorch_lora_weights.safetensors", expect)
+        elif kind.startswith("unsupported"):
+            raise AdapterFormatError(path, _expected_text(expect), f"a folder of {kind.removeprefix('unsupported: ')}")
         else:
-            raise AdapterFormatError(path, "a diffusers SD folder, MotionAdapter folder or LoRA folder",
+            raise AdapterFormatError(path, "a diffusers SD folder, MotionAdapter, ControlNetModel or LoRA folder",
                                      "a folder with none of model_index.json, config.json or pytorch_lora_weights")
         _check_expect(obj, expect, path)
         return obj
@@ -119,6 +193,8 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
         raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
     if kind == KIND_MOTION:
         return _motion_from_tensors(tensors, metadata, path, config)
+    if kind == KIND_CONTROLNET:
+        return controlnet_from_tensors(tensors, metadata, path, config)
     if kind in (KIND_MOTION_LORA, KIND_SPATIAL_LORA):
         lw = to_canonical(tensors, source=path, metadata=metadata)
         return lw
@@ -131,15 +207,17 @@ def _kind_matches(kind: str, expect: str) -> bool:
 
 def _expected_text(expect: str | None) -> str:
     return {
-        None: "a motion module, LoRA or SD checkpoint",
+        None: "a motion module, LoRA, ControlNet or SD checkpoint",
         KIND_MOTION: "an AnimateDiff motion module",
+        KIND_CONTROLNET: "an SD1.5 ControlNet",
         KIND_SD: "an SD1.5 checkpoint",
         "lora": "a motion LoRA or spatial LoRA",
     }.get(expect, f"a {expect}")
 
 
 def _check_expect(obj, expect: str | None, path) -> None:
-    kind = {MotionModuleWeights: KIND_MOTION, BaseWeights: KIND_SD}.get(type(obj), getattr(obj, "kind", None))
+    kinds = {MotionModuleWeights: KIND_MOTION, BaseWeights: KIND_SD, ControlNetWeights: KIND_CONTROLNET}
+    kind = kinds.get(type(obj), getattr(obj, "kind", None))
     if expect and not _kind_matches(kind, expect):
         raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
 
@@ -181,6 +259,8 @@ def inspect_path(src: str | Path) -> dict:
             dtype=_dtype_summary(tensors),
             config=c,
         )
+    elif isinstance(obj, ControlNetWeights):
+        report.update(_controlnet_report(obj))
     elif isinstance(obj, LoraWeights):
         report.update(
             kind=obj.kind,
@@ -211,6 +291,23 @@ def inspect_path(src: str | Path) -> dict:
         report["metadata"] = {**{k: v for k, v in md.items() if not k.startswith(ours.PREFIX)},
                               **({"motion_adapters": ours.parse_metadata(md)} if ours.is_ours(md) else {})}
     return report
+
+
+def _controlnet_report(cw: ControlNetWeights) -> dict:
+    c = cw.config
+    return dict(
+        kind=KIND_CONTROLNET,
+        control_kind=cw.control_kind,
+        format=cw.source_format,
+        base_family=cw.family,
+        channels=list(c["block_out_channels"]),
+        conditioning_channels=cw.conditioning_channels,
+        cross_attention_dim=c.get("cross_attention_dim"),
+        num_params=cw.num_params,
+        dtype=_dtype_summary(cw.state_dict),
+        config=c,
+        **({"guessed": list(cw.guessed)} if cw.guessed else {}),
+    )
 
 
 def _inspect_ldm(path: Path, raw: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> dict:

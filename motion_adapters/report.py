@@ -15,8 +15,9 @@ def _human(n: int) -> str:
 
 def format_report(report: dict) -> str:
     """The ``inspect`` report as aligned text (what ``motion-adapters inspect`` prints)."""
-    order = ["path", "kind", "format", "version", "base_family", "channels", "mid_block", "pe_length",
-             "max_frames", "num_modules", "lora_rank", "components", "num_params", "dtype", "file_size_bytes"]
+    order = ["path", "kind", "control_kind", "format", "version", "base_family", "channels", "mid_block",
+             "pe_length", "max_frames", "num_modules", "lora_rank", "conditioning_channels", "cross_attention_dim",
+             "components", "num_params", "dtype", "file_size_bytes", "guessed"]
     lines = []
     for key in order:
         if key in report:

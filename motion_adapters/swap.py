@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, MotionAdapter, UNetMotionModel
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .compat import init_config_keys
 from .errors import AdapterFormatError
+from .formats.controlnet import FAMILY_NAMES, GUESSABLE, ControlNetWeights, family_of
 from .formats.motion_module import MotionModuleWeights, is_pe_key
 
 MOTION_CONFIG_KEYS = (
@@ -258,6 +259,34 @@ def build_text_encoder(config: Mapping, state_dict, source, dtype=None, device=N
     return materialize(lambda: CLIPTextModel(cfg), sd, source, "text-encoder weights", dtype, device)
 
 
+def check_controlnet_fits_base(cw: ControlNetWeights, unet_config: Mapping, source) -> None:
+    """Refuse a ControlNet whose residuals cannot be added to this base UNet (another family, widths, depth).
+
+    A single file does not store attention heads or GroupNorm groups (``cw.guessed``); a ControlNet is a
+    copy of its base's encoder, so those are then taken from the base's ``unet_config``."""
+    base, mine = dict(unet_config), cw.config
+    base_fam, cn_fam = family_of(base), cw.family
+    if base_fam != cn_fam:
+        raise AdapterFormatError(
+            source, f"a ControlNet for the loaded {FAMILY_NAMES[base_fam]} base (cross_attention_dim "
+            f"{base.get('cross_attention_dim')})", f"an {FAMILY_NAMES.get(cn_fam, cn_fam)} ControlNet "
+            f"(cross_attention_dim {mine.get('cross_attention_dim')})")
+    for key in ("cross_attention_dim", "block_out_channels", "layers_per_block"):
+        want, have = _norm(base.get(key)), _norm(mine.get(key))
+        if want != have:
+            raise AdapterFormatError(source, f"a ControlNet with {key} {want} (the base UNet's)", f"{key} {have}")
+    for key in cw.guessed:
+        if key in GUESSABLE and key in base:
+            mine[key] = _norm(base[key])
+
+
+def build_controlnet(cw: ControlNetWeights, dtype: torch.dtype | None = None,
+                     device: torch.device | str | None = None) -> ControlNetModel:
+    """A live diffusers ``ControlNetModel`` holding ``cw``'s tensors (built on the meta device: no random init)."""
+    return materialize(_factory("controlnet", cw.config), cw.state_dict, cw.source, "ControlNet weights",
+                       dtype, device)
+
+
 def motion_tensors(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
     return {k: v for k, v in live_tensors(unet).items() if "motion_modules." in k}
 
@@ -276,6 +305,9 @@ def _factory(component: str, config: Mapping) -> Callable[[], torch.nn.Module]:
         return lambda: AutoencoderKL.from_config(cfg)
     if component == "text_encoder":
         return lambda: CLIPTextModel(CLIPTextConfig.from_dict(cfg))
+    if component == "controlnet":
+        keys = init_config_keys(ControlNetModel)
+        return lambda: ControlNetModel.from_config({k: v for k, v in cfg.items() if k in keys})
     raise ValueError(component)
 
 

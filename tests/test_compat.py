@@ -15,12 +15,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate import Accelerator
-from diffusers import AnimateDiffPipeline, UNetMotionModel
+from diffusers import AnimateDiffPipeline, ControlNetModel, UNet2DConditionModel, UNetMotionModel
 from diffusers.loaders import lora_conversion_utils, single_file_utils
 from diffusers.models.attention import BasicTransformerBlock, FreeNoiseTransformerBlock
 from diffusers.pipelines import free_noise_utils
 
 from motion_adapters import compat
+from motion_adapters.formats.controlnet import diffusers_to_ldm as controlnet_diffusers_to_ldm
 from motion_adapters.inference.pipeline import MotionAdaptersPipeline
 from motion_adapters.logs import KNOWN_NOISE
 from motion_adapters.schedulers import make_scheduler
@@ -188,13 +189,32 @@ def test_init_config_keys_are_what_from_config_takes():
 def test_ldm_converters_keep_their_parameters():
     for name, first in [("convert_ldm_unet_checkpoint", ("checkpoint", "config")),
                         ("convert_ldm_vae_checkpoint", ("checkpoint", "config")),
-                        ("convert_ldm_clip_checkpoint", ("checkpoint",))]:
+                        ("convert_ldm_clip_checkpoint", ("checkpoint",)),
+                        ("convert_controlnet_checkpoint", ("checkpoint", "config"))]:
         fn = getattr(single_file_utils, name, None)
         assert fn is not None, changed(f"diffusers.loaders.single_file_utils.{name} is gone")
         assert params(fn)[: len(first)] == first, changed(f"{name} now takes {params(fn)}")
     clip = compat.convert_ldm_clip({"cond_stage_model.transformer.text_model.final_layer_norm.weight":
                                     torch.ones(4)})
     assert [k.removeprefix("text_model.") for k in clip] == ["final_layer_norm.weight"]
+
+
+def test_controlnet_converter_maps_every_lllyasviel_key():
+    """diffusers' ControlNet converter, on bare lllyasviel keys (our writer's inverse), gives every diffusers
+    key back: the hint block at 0/2/…/14, zero convs, middle_block_out, and None for what it lacks."""
+    torch.manual_seed(0)
+    cn = ControlNetModel.from_unet(UNet2DConditionModel(**TINY_UNET),
+                                   conditioning_embedding_out_channels=(8, 8, 16, 16))
+    sd = cn.state_dict()
+    ldm = controlnet_diffusers_to_ldm(sd, cn.config, prefix="")
+    assert "input_hint_block.14.weight" in ldm and "zero_convs.11.0.weight" in ldm
+    out = compat.convert_ldm_controlnet(ldm, {"layers_per_block": 2})
+    assert out.keys() == sd.keys(), changed("convert_controlnet_checkpoint maps lllyasviel keys differently")
+    assert all(torch.equal(out[k], sd[k]) for k in sd), changed("convert_controlnet_checkpoint moved tensors")
+    ldm.pop("zero_convs.3.0.bias")
+    missing = compat.convert_ldm_controlnet(ldm, {"layers_per_block": 2})
+    assert missing.get("controlnet_down_blocks.3.bias", "absent") is None, changed(
+        "convert_controlnet_checkpoint no longer gives None for a missing zero conv (we drop the Nones)")
 
 
 def test_kohya_lora_converters_give_peft_keys():

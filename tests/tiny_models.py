@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    MotionAdapter,
+    StableDiffusionPipeline,
+    T2IAdapter,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from motion_adapters.schedulers import make_scheduler
@@ -62,6 +69,23 @@ TINY_MOTION = dict(
     motion_max_seq_length=32,
     use_motion_mid_block=False,
 )
+# ControlNet hint embedding: the four levels of SD1.5's (16, 32, 96, 256), narrower
+TINY_HINT_CHANNELS = (8, 8, 16, 16)
+# An SDXL-layout ControlNet: text_time embeddings, 2048-wide cross-attention, two transformer layers deep
+TINY_SDXL_CONTROLNET = dict(
+    block_out_channels=(32, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    layers_per_block=2,
+    cross_attention_dim=2048,
+    transformer_layers_per_block=(1, 2),
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=32 + 6 * 8,
+    norm_num_groups=8,
+    conditioning_embedding_out_channels=TINY_HINT_CHANNELS,
+)
 
 
 @dataclass
@@ -111,3 +135,46 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.02) -> tor
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std)
     return module
+
+
+def _fill_zero_convs_(cn: ControlNetModel, seed: int, std: float = 0.05) -> ControlNetModel:
+    """Give the zero-initialised convolutions (and the hint embedding's last conv) random weights, so the
+    ControlNet changes what the UNet computes."""
+    g = torch.Generator().manual_seed(seed)
+    zero = [cn.controlnet_cond_embedding.conv_out, cn.controlnet_mid_block, *cn.controlnet_down_blocks]
+    with torch.no_grad():
+        for p in (p for m in zero for p in m.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return cn
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 0, **overrides) -> ControlNetModel:
+    """A ControlNet copied from ``unet``'s encoder (``ControlNetModel.from_unet``), zero convs made non-zero."""
+    torch.manual_seed(seed)
+    kw = {"conditioning_embedding_out_channels": TINY_HINT_CHANNELS, **overrides}
+    return _fill_zero_convs_(ControlNetModel.from_unet(unet, **kw), seed).eval()
+
+
+def tiny_sdxl_controlnet(seed: int = 0) -> ControlNetModel:
+    """A tiny SDXL-layout ControlNet (2048-wide cross-attention, text_time embeddings)."""
+    torch.manual_seed(seed)
+    return _fill_zero_convs_(ControlNetModel(**TINY_SDXL_CONTROLNET), seed).eval()
+
+
+def tiny_t2i_adapter(seed: int = 0) -> T2IAdapter:
+    """A tiny diffusers T2I-Adapter (full adapter, SD1.5-like channel widths)."""
+    torch.manual_seed(seed)
+    return T2IAdapter(in_channels=3, channels=[32, 32, 64, 64], num_res_blocks=1, downscale_factor=8,
+                      adapter_type="full_adapter").eval()
+
+
+def t2i_adapter_to_original(state_dict: dict[str, torch.Tensor], num_res_blocks: int = 1) -> dict[str, torch.Tensor]:
+    """diffusers T2I-Adapter keys → TencentARC's (``conv_in``, ``body.N.block1`` …)."""
+    out = {}
+    for k, v in state_dict.items():
+        k = k.removeprefix("adapter.")
+        parts = k.split(".")
+        if parts[0] == "body" and parts[2] == "resnets":
+            k = ".".join(["body", str(int(parts[1]) * num_res_blocks + int(parts[3])), *parts[4:]])
+        out[k] = v
+    return out

@@ -229,6 +229,13 @@ def _unet_key_to_ldm(key: str, lpb: int, up_with_attn: set[int]) -> str | None:
     return None
 
 
+def unet_key_to_ldm(key: str, layers_per_block: int,
+                    up_with_attn: set[int] | frozenset[int] = frozenset()) -> str | None:
+    """One diffusers UNet key → its LDM name without prefix (``None`` if SD1.5 has none); ``up_with_attn``:
+    the up levels that hold attentions. Shared with the ControlNet layout, whose encoder is the UNet's."""
+    return _unet_key_to_ldm(key, layers_per_block, set(up_with_attn))
+
+
 def _vae_key_to_ldm(key: str, n_levels: int) -> str | None:
     """Map one diffusers AutoencoderKL key to its LDM name (without prefix)."""
     if key.rpartition(".")[0] in _VAE_TOP or re.fullmatch(r"(en|de)coder\.(conv_in|conv_out)\.\w+", key):
