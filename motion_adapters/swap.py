@@ -331,10 +331,3 @@ def _meta_state_dict(component: str, config_json: str) -> dict[str, torch.Tensor
         module = _factory(component, json.loads(config_json))()
     return module.state_dict()
 
-
-def build_controlnet(cw, dtype=None, device=None):  # placeholder until the formats branch lands
-    raise NotImplementedError
-
-
-def check_controlnet_fits_base(cw, unet_config, source) -> None:  # placeholder until the formats branch lands
-    raise NotImplementedError

@@ -291,3 +291,59 @@ def test_cli_video_recipe_round_trip(tiny, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the recipe's video {tmp_path / 'in'}: expected an existing file, found nothing at that path" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_controlnet_files_swap_in_and_equal_diffusers(tiny, tmp_path):
+    gen = VideoGenerator(base=tiny.base_a, motion=tiny.mm_a_dir, device="cpu")
+    plain = gen.generate(PROMPT, num_frames=4, seed=0, **CALL).frames
+    ref_one = ref_frames(ordinary(AnimateDiffControlNetPipeline,
+                                  controlnet=ControlNetModel.from_pretrained(str(tiny.cn_dir))),
+                         num_frames=4, conditioning_frames=list(MAPS), controlnet_conditioning_scale=0.8)
+    for layout in (tiny.cn_dir, tiny.cn_ldm, tiny.cn_ldm_prefixed):  # the same tensors in three layouts
+        ours = gen.generate(PROMPT, num_frames=4, seed=0, **CALL, controlnets=[ControlInput(layout, MAPS, 0.8)])
+        assert np.abs(ours.frames - ref_one).max() <= 1e-4, layout
+        assert gen.controlnets == [str(layout)]
+        assert ours.recipe["controlnets"][0]["sha256"] and ours.recipe["controlnets"][0]["control_kind"]
+    # replace by another, then two at once, then none: no rebuild, bitwise plain at the end
+    ref_two = ref_frames(ordinary(AnimateDiffControlNetPipeline,
+                                  controlnet=[ControlNetModel.from_pretrained(str(tiny.cn_dir)),
+                                              ControlNetModel.from_pretrained(str(tiny.cn2_dir))]),
+                         num_frames=4, conditioning_frames=[list(MAPS), list(MAPS2)],
+                         controlnet_conditioning_scale=[0.8, 0.5])
+    two = gen.generate(PROMPT, num_frames=4, seed=0, **CALL, controlnets=[ControlInput(tiny.cn_dir, MAPS, 0.8),
+                                                                          ControlInput(tiny.cn2_dir, MAPS2, 0.5)])
+    assert np.abs(two.frames - ref_two).max() <= 1e-4
+    before = gen.state_fingerprint()
+    for bad, message in [(tiny.cn_sdxl, "SDXL"), (tiny.t2i_adapter, "T2I-Adapter"), (tiny.cn_truncated, "truncated|complete|unreadable|incomplete"),
+                         (tiny.mm_a_orig, "ControlNet")]:
+        with pytest.raises((AdapterFormatError, MotionAdapterError), match=message) as info:
+            gen.generate(PROMPT, num_frames=4, seed=0, **CALL, controlnets=[ControlInput(tiny.cn_dir, MAPS),
+                                                                            ControlInput(bad, MAPS)])
+        assert str(bad) in str(info.value)
+        assert gen.state_fingerprint() == before and len(gen.controlnets) == 2
+    gen.set_controlnets([])
+    assert np.array_equal(gen.generate(PROMPT, num_frames=4, seed=0, **CALL).frames, plain)
+    assert gen.builds == 1
+
+
+def test_cli_controlnet_with_saved_maps_and_recipe(tiny, tmp_path):
+    from motion_adapters.cli import main as cli
+    from motion_adapters.clips.export import read_frames, read_recipe, write_clip
+
+    write_clip(VIDEO, tmp_path / "in")
+    write_clip(MAPS, tmp_path / "maps")
+    args = ["generate", "--base", str(tiny.base_a), "--motion", str(tiny.mm_a_dir), "--prompt", PROMPT, "--steps", "2",
+            "--height", "64", "--width", "64", "--seed", "3", "--video", str(tmp_path / "in"), "--strength", "0.9",
+            "--controlnet", f"{tiny.cn_ldm}:0.7", "--control", "canny", "--controlnet", str(tiny.cn2_dir),
+            "--control-video", str(tmp_path / "maps"), "--control-end", "1", "--control-end", "0.5", "--save-maps"]
+    assert cli([*args, "--out", str(tmp_path / "a.gif")]) == 0
+    recipe = read_recipe(tmp_path / "a.gif")
+    first, second = recipe["controlnets"]
+    assert first["path"] == str(tiny.cn_ldm) and first["scale"] == 0.7 and first["control"] == {"preprocessor": "canny"}
+    assert second["control"]["path"] == str(tmp_path / "maps") and second["end"] == 0.5
+    assert first["control_kind"] == "depth" and second["control_kind"] == "openpose"
+    maps = read_frames(tmp_path / "a.control1.gif")
+    assert maps.shape == (4, 64, 64, 3) and set(np.unique(maps)) <= {0, 255}  # canny edges
+    assert (tmp_path / "a.control2.gif").exists()
+    assert cli(["generate", "--from", str(tmp_path / "a.gif"), "--out", str(tmp_path / "b.gif")]) == 0
+    assert np.array_equal(read_frames(tmp_path / "a.gif"), read_frames(tmp_path / "b.gif"))
