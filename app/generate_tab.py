@@ -105,9 +105,10 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
     @page_errors
     def generate(base, motion, lora_1, weight_1, lora_2, weight_2, lora_3, weight_3, prompt, negative_prompt, frames,
                  width, height, steps, guidance, seed, scheduler, context_length, context_overlap, free_init,
-                 motion_strength, fps, fmt, video, strength, controlnet_1, controlnet_scale_1, control_1,
-                 control_maps_1, control_start_1, control_end_1, controlnet_2, controlnet_scale_2, control_2,
-                 control_maps_2, control_start_2, control_end_2):
+                 motion_strength, fps, fmt, video=None, strength=C.DEFAULT_STRENGTH, controlnet_1="",
+                 controlnet_scale_1=1.0, control_1="canny", control_maps_1=None, control_start_1=0.0, control_end_1=1.0,
+                 controlnet_2="", controlnet_scale_2=1.0, control_2="canny", control_maps_2=None, control_start_2=0.0,
+                 control_end_2=1.0):  # the video input's defaults: API clients may leave it out (None: optional)
         slots = (controlnet_1, controlnet_scale_1, control_1, control_maps_1, control_start_1, control_end_1,
                  controlnet_2, controlnet_scale_2, control_2, control_maps_2, control_start_2, control_end_2)
         clip = studio.generate(GenerateRequest(
@@ -119,14 +120,15 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
             **video_request(video, strength, slots)))
         for note in clip.notices:
             gr.Info(note)
-        maps = gr.update(value=str(clip.maps) if clip.maps else None, visible=clip.maps is not None)
         return (str(clip.preview), str(clip.download), json.dumps(clip.recipe, indent=1, ensure_ascii=False),
-                status_markdown(studio.status()), maps)
+                status_markdown(studio.status()), str(clip.maps) if clip.maps else None)
 
     go.click(generate, inputs=[base, motion, *lora_inputs, prompt, negative, frames, width, height, steps, guidance,
                                seed, scheduler, context_length, context_overlap, free_init, motion_strength, fps, fmt,
                                *vin.inputs],
-             outputs=[player, download, recipe, status, maps_view], api_name="generate", concurrency_id=DEVICE)
+             outputs=[player, download, recipe, status, maps_view], api_name="generate", concurrency_id=DEVICE,
+             ).then(lambda maps: gr.update(visible=maps is not None), inputs=maps_view, outputs=maps_view, queue=False,
+                    api_visibility="private")  # the maps are shown only when ControlNets made some
 
     @page_errors
     def swap(base, motion, lora_1, weight_1, lora_2, weight_2, lora_3, weight_3, controlnet_1, controlnet_2):
