@@ -69,7 +69,7 @@ def _slot(drops: Dropdowns, i: int) -> list:
         with gr.Row():
             source = gr.Radio(SOURCE_CHOICES, value=SOURCE_CHOICES[0][1], label=f"control {i}", scale=3,
                               elem_id=f"gen-control-{i}")
-            maps = gr.File(label=f"maps {i}", file_types=list(MAPS_INPUTS), visible=False, height=80, scale=2,
+            maps = gr.File(label=f"maps {i}", file_types=list(MAPS_INPUTS), visible=False, height=140, scale=2,
                            elem_id=f"gen-maps-{i}")
         with gr.Row():
             start = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label=f"start {i}", info="fraction of the steps")
