@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LORA_SLOTS = 3            # LoRA dropdown + weight slider pairs on the Generate tab
+CONTROLNET_SLOTS = 2      # ControlNet slots of the Generate tab's video input area
 MAX_FRAMES = 256
 MAX_SIZE = 1024           # pixels, each side
 MAX_STEPS = 200
@@ -14,6 +15,8 @@ MAX_GUIDANCE = 30.0
 MAX_MOTION_STRENGTH = 3.0
 MAX_FREE_INIT = 5
 MAX_LORA_WEIGHT = 2.0
+MAX_CONTROL_SCALE = 2.0
+DEFAULT_STRENGTH = 0.8    # video to video: how far from the uploaded clip (0 = the clip back, 1 = from noise)
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
 MAX_FPS = 60.0

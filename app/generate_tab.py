@@ -1,5 +1,6 @@
-"""The Generate tab: models (hot-swapped on change), LoRAs with weights, prompt and every generation option;
-the clip plays in the page, downloads with its recipe embedded, and the recipe is shown."""
+"""The Generate tab: models (hot-swapped on change), LoRAs with weights, prompt and every generation option, a
+video input (video to video, ControlNets); the clip plays in the page beside the control maps it followed,
+downloads with its recipe embedded, and the recipe is shown."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from motion_adapters.app.ui import (
     page_errors,
     status_markdown,
 )
+from motion_adapters.app.video_input import build_video_input, reuse_recipe, video_request
 from motion_adapters.schedulers import SCHEDULERS
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
                                                scale=3))
                         weights.append(gr.Slider(-C.MAX_LORA_WEIGHT, C.MAX_LORA_WEIGHT, value=1.0, step=0.05,
                                                  label=f"weight {i}", scale=2, elem_id=f"gen-weight-{i}"))
+            vin = build_video_input(drops)
             with gr.Row():
                 frames = gr.Number(value=d["num_frames"], label="Frames", step=1)
                 width = gr.Number(value=d["width"], label="Width", step=8)
@@ -91,10 +94,8 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
                                       info="webp is lossless; every format embeds the recipe")
         with gr.Column(scale=4):
             status = gr.Markdown(status_markdown(studio.status()), label="Status", elem_id="studio-status")
-            if has_ffmpeg():
-                player = gr.Video(label="Clip", autoplay=True, loop=True, elem_id="gen-video", interactive=False)
-            else:  # no MP4 encoder: the clip plays as an animated GIF
-                player = gr.Image(label="Clip", type="filepath", elem_id="gen-video", interactive=False)
+            player = clip_view("Clip", "gen-video")
+            maps_view = clip_view("Control maps (what the ControlNets followed)", "gen-maps-view", visible=False)
             download = gr.File(label="Download (recipe embedded)", interactive=False, height=80)
             recipe = gr.Code(label="Recipe", language="json", interactive=False, lines=6, max_lines=16,
                              elem_id="gen-recipe")
@@ -104,31 +105,40 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
     @page_errors
     def generate(base, motion, lora_1, weight_1, lora_2, weight_2, lora_3, weight_3, prompt, negative_prompt, frames,
                  width, height, steps, guidance, seed, scheduler, context_length, context_overlap, free_init,
-                 motion_strength, fps, fmt):
+                 motion_strength, fps, fmt, video=None, strength=C.DEFAULT_STRENGTH, controlnet_1="",
+                 controlnet_scale_1=1.0, control_1="canny", control_maps_1=None, control_start_1=0.0, control_end_1=1.0,
+                 controlnet_2="", controlnet_scale_2=1.0, control_2="canny", control_maps_2=None, control_start_2=0.0,
+                 control_end_2=1.0):  # the video input's defaults: API clients may leave it out (None: optional)
+        slots = (controlnet_1, controlnet_scale_1, control_1, control_maps_1, control_start_1, control_end_1,
+                 controlnet_2, controlnet_scale_2, control_2, control_maps_2, control_start_2, control_end_2)
         clip = studio.generate(GenerateRequest(
             base=base, motion=motion, prompt=prompt,
             loras=[(lora_1, weight_1), (lora_2, weight_2), (lora_3, weight_3)], negative_prompt=negative_prompt,
             frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
             scheduler=scheduler, context_length=context_length, context_overlap=context_overlap,
-            free_init=free_init, motion_strength=motion_strength, fps=fps, fmt=fmt))
+            free_init=free_init, motion_strength=motion_strength, fps=fps, fmt=fmt,
+            **video_request(video, strength, slots)))
         for note in clip.notices:
             gr.Info(note)
         return (str(clip.preview), str(clip.download), json.dumps(clip.recipe, indent=1, ensure_ascii=False),
-                status_markdown(studio.status()))
+                status_markdown(studio.status()), str(clip.maps) if clip.maps else None)
 
     go.click(generate, inputs=[base, motion, *lora_inputs, prompt, negative, frames, width, height, steps, guidance,
-                               seed, scheduler, context_length, context_overlap, free_init, motion_strength, fps, fmt],
-             outputs=[player, download, recipe, status], api_name="generate", concurrency_id=DEVICE)
+                               seed, scheduler, context_length, context_overlap, free_init, motion_strength, fps, fmt,
+                               *vin.inputs],
+             outputs=[player, download, recipe, status, maps_view], api_name="generate", concurrency_id=DEVICE,
+             ).then(lambda maps: gr.update(visible=maps is not None), inputs=maps_view, outputs=maps_view, queue=False,
+                    api_visibility="private")  # the maps are shown only when ControlNets made some
 
     @page_errors
-    def swap(base, motion, lora_1, weight_1, lora_2, weight_2, lora_3, weight_3):
+    def swap(base, motion, lora_1, weight_1, lora_2, weight_2, lora_3, weight_3, controlnet_1, controlnet_2):
         loras = [(n, w) for n, w in ((lora_1, weight_1), (lora_2, weight_2), (lora_3, weight_3)) if n]
-        for note in studio.select(base, motion, loras):
+        for note in studio.select(base, motion, loras, [n for n in (controlnet_1, controlnet_2) if n]):
             gr.Info(note)
         return status_markdown(studio.status())
 
-    swap_inputs = [base, motion, *lora_inputs]
-    for dd in (base, motion, *loras):
+    swap_inputs = [base, motion, *lora_inputs, *vin.controlnets]
+    for dd in (base, motion, *loras, *vin.controlnets):
         dd.input(swap, inputs=swap_inputs, outputs=status, concurrency_id=DEVICE, show_progress="minimal",
                  **({"api_name": "swap"} if dd is base else {"api_visibility": "private"}))
     for w in weights:
@@ -141,6 +151,26 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
         except (TypeError, ValueError, KeyError):
             raise gr.Error("no clip yet: generate one first, then its seed can be reused") from None
 
+    def reuse_video_input(recipe_text):
+        try:
+            values, notes = reuse_recipe(studio.library, recipe_text)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            raise gr.Error("no clip yet: generate one first, then its recipe can be reused") from None
+        for note in notes:
+            gr.Info(note)
+        return values
+
     random_btn.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
     reuse_btn.click(reuse, inputs=recipe, outputs=seed, api_visibility="private", queue=False)
+    vin.reuse.click(reuse_video_input, inputs=recipe, outputs=vin.reuse_outputs, api_visibility="private",
+                    queue=False)
     return GenerateTab(status=status, base=base, motion=motion)
+
+
+def clip_view(label: str, elem_id: str, **kwargs):
+    """A clip the page plays: an MP4 video, else (no MP4 encoder) an animated GIF."""
+    import gradio as gr
+
+    if has_ffmpeg():
+        return gr.Video(label=label, autoplay=True, loop=True, elem_id=elem_id, interactive=False, **kwargs)
+    return gr.Image(label=label, type="filepath", elem_id=elem_id, interactive=False, **kwargs)

@@ -16,12 +16,13 @@ from pathlib import Path
 from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.headers import file_kind
+from motion_adapters.kinds import KIND_CONTROLNET
 from motion_adapters.loading import folder_kind
 
 log = logging.getLogger(__name__)
 
-BASE, MOTION, LORA, DATASET = "base", "motion", "lora", "dataset"
-KINDS = (BASE, MOTION, LORA, DATASET)
+BASE, MOTION, LORA, CONTROLNET, DATASET = "base", "motion", "lora", "controlnet", "dataset"
+KINDS = (BASE, MOTION, LORA, CONTROLNET, DATASET)
 NO_MOTION = "none"  # the motion dropdown's "no motion module" choice
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 DATASET_FILES = ("metadata.jsonl", "metadata.csv")
@@ -30,9 +31,9 @@ SKIP_DIRS = {"checkpoints", "logs", "latents", "validation", "__pycache__", "nod
 MAX_DEPTH = 6
 MAX_FILES = 5000
 _KIND_OF = {"sd_checkpoint": BASE, "motion_module": MOTION, "motion_lora": LORA, "spatial_lora": LORA,
-            "lora-folder": LORA}
+            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET}
 _LABEL = {"sd_checkpoint": "SD checkpoint", "motion_module": "motion module", "motion_lora": "motion LoRA",
-          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)"}
+          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet"}
 
 
 class NotInLibrary(MotionAdapterError):
@@ -44,7 +45,7 @@ class Entry:
     """One discovered model or dataset."""
 
     name: str          # display name: unique, the dropdowns' value
-    kind: str          # base | motion | lora | dataset
+    kind: str          # base | motion | lora | controlnet | dataset
     path: Path         # resolved file or folder
     detail: str        # what it is, for humans ("motion LoRA", "SD checkpoint", "dataset (12 rows)" …)
     registered: str | None = None  # the registry name of an embedded model
@@ -189,7 +190,8 @@ class ModelLibrary:
 
     def resolve(self, kind: str | None, name: str) -> Entry:
         """The entry of a display name of this kind, or :class:`NotInLibrary` (the allow-list check)."""
-        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", DATASET: "dataset", None: "model"}[kind]
+        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", CONTROLNET: "ControlNet", DATASET: "dataset",
+                None: "model"}[kind]
         if not isinstance(name, str) or not name:
             raise NotInLibrary(f"{what}: expected a name from the list, found {name!r}")
         with self._lock:

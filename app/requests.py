@@ -5,6 +5,7 @@ Every error names the field as the page labels it, what was expected and what wa
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from motion_adapters.app import config as C
+from motion_adapters.clips.controls import PREPROCESSORS
 from motion_adapters.clips.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.options import (
@@ -28,7 +30,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "num_frames": "Frames", "height": "Height",
           "width": "Width", "num_inference_steps": "Steps", "guidance_scale": "Guidance", "seed": "Seed",
           "scheduler": "Scheduler", "context_length": "Context length", "context_overlap": "Context overlap",
-          "free_init_iters": "FreeInit", "motion_strength": "Motion strength", "fps": "FPS", "lora": "LoRA"}
+          "free_init_iters": "FreeInit", "motion_strength": "Motion strength", "fps": "FPS", "lora": "LoRA",
+          "video": "Video", "strength": "Strength", "controlnets": "ControlNet"}
 # how a memory refusal names what would help: the studio's start option; no decode chunk or skip in the page
 MEMORY_LABELS = {**LABELS, "low_vram": "starting the studio with --low-vram", "decode_chunk_size": "",
                  "skip_memory_check": ""}
@@ -36,6 +39,13 @@ LIMITS = OptionLimits(max_frames=C.MAX_FRAMES, max_size=C.MAX_SIZE, max_steps=C.
                       max_guidance=C.MAX_GUIDANCE, max_motion_strength=C.MAX_MOTION_STRENGTH,
                       max_free_init=C.MAX_FREE_INIT, max_seed=C.MAX_SEED, max_lora_weight=C.MAX_LORA_WEIGHT,
                       max_prompt_chars=C.MAX_PROMPT_CHARS, require_prompt=True, min_fps=1.0, max_fps=C.MAX_FPS)
+
+
+#: where a ControlNet slot's maps come from: a preprocessor applied to the uploaded clip, or maps uploaded with it
+MAPS = "maps"
+CONTROL_SOURCES = (*PREPROCESSORS, MAPS)
+VIDEO_INPUTS = VIDEO_SUFFIXES                   # the clip of video to video
+MAPS_INPUTS = VIDEO_SUFFIXES + IMAGE_SUFFIXES   # control maps: a video, or one image for every frame
 
 
 class BadRequest(MotionAdapterError):
@@ -85,15 +95,81 @@ def as_name(label: str, value: str | None, default: str) -> str:
 
 
 @dataclass
+class CheckedControl:
+    """A checked ControlNet slot: maps from ``preprocessor`` applied to the clip, or the uploaded ``maps``."""
+
+    slot: int                  # the slot's number on the page (errors and notes name it)
+    name: str                  # display name in the library
+    scale: float
+    start: float
+    end: float
+    preprocessor: str | None
+    maps: str | None
+
+
+@dataclass
+class ControlSlot:
+    """One ControlNet slot of the Generate tab; ``name`` ``""``: the slot is empty (everything else ignored)."""
+
+    name: str = ""
+    scale: float = 1.0
+    source: str = "canny"      # one of CONTROL_SOURCES: a preprocessor of the clip, or "maps"
+    maps: str | None = None    # uploaded control maps (source "maps")
+    start: float = 0.0
+    end: float = 1.0
+
+    def checked(self, slot: int, has_video: bool, max_upload_bytes: float) -> CheckedControl:
+        label = f"{LABELS['controlnets']} {slot}"
+        scale = as_float(f"{label} scale", self.scale, 0.0, C.MAX_CONTROL_SCALE)
+        start, end = as_float(f"{label} start", self.start, 0.0, 1.0), as_float(f"{label} end", self.end, 0.0, 1.0)
+        if start >= end:
+            raise BadRequest(f"{label} start/end: expected start < end (fractions of the steps), found {start:g} "
+                             f"and {end:g}")
+        if self.source not in CONTROL_SOURCES:
+            raise BadRequest(f"{label} control: expected one of {', '.join(CONTROL_SOURCES)}, found {self.source!r}")
+        if self.source == MAPS:
+            if not self.maps:
+                raise BadRequest(f"{label} maps: expected uploaded control maps (a video or an image), found none")
+            check_upload(self.maps, MAPS_INPUTS, max_upload_bytes, f"{label} maps")
+        elif not has_video:
+            raise BadRequest(f"{label} control: expected a {LABELS['video']} to compute {self.source} maps from (or "
+                             f"uploaded maps), found no {LABELS['video']}")
+        return CheckedControl(slot, str(self.name), scale, start, end,
+                              None if self.source == MAPS else self.source, self.maps if self.source == MAPS else None)
+
+
+def check_controls(slots: list[ControlSlot], has_video: bool, max_upload_bytes: float) -> list[CheckedControl]:
+    """The filled slots, checked; each ControlNet at most once."""
+    out: list[CheckedControl] = []
+    for i, slot in enumerate(slots, 1):
+        if not slot.name:
+            continue
+        checked = slot.checked(i, has_video, max_upload_bytes)
+        first = next((c for c in out if c.name == checked.name), None)
+        if first is not None:
+            raise BadRequest(f"{LABELS['controlnets']} {i}: expected each ControlNet once, found {checked.name!r} "
+                             f"in {LABELS['controlnets']} {first.slot} too")
+        out.append(checked)
+    return out
+
+
+@dataclass
 class CheckedGeneration:
     """A checked generation request: the generator's options and what the studio does around them."""
 
     base: str
     motion: str
     loras: list[tuple[str, float]]   # (display name, weight), empty slots dropped
-    options: GenerateOptions         # seed drawn when the page asked for a random one
+    options: GenerateOptions         # seed drawn when the page asked for a random one; strength only with a video
     fps: float
     fmt: str
+    video: str | None = None         # the uploaded clip of video to video
+    controlnets: list[CheckedControl] = field(default_factory=list)
+
+    @property
+    def uploads(self) -> list[str]:
+        """The uploaded files the generation reads."""
+        return [p for p in (self.video, *(c.maps for c in self.controlnets)) if p]
 
 
 @dataclass
@@ -118,9 +194,17 @@ class GenerateRequest:
     motion_strength: float = 1.0
     fps: float = 8.0
     fmt: str = "mp4"
+    video: str | None = None           # an uploaded clip: video to video
+    strength: float = C.DEFAULT_STRENGTH   # used only with a video
+    controlnets: list[ControlSlot] = field(default_factory=list)
 
-    def checked(self) -> CheckedGeneration:
-        """Every field checked by the generation options' own rules, within the server's :data:`LIMITS`."""
+    def checked(self, max_upload_bytes: float = math.inf) -> CheckedGeneration:
+        """Every field checked by the generation options' own rules, within the server's :data:`LIMITS`;
+        uploads are at most ``max_upload_bytes``."""
+        video = self.video or None
+        if video is not None:
+            check_upload(video, VIDEO_INPUTS, max_upload_bytes, LABELS["video"])
+        controls = check_controls(self.controlnets, video is not None, max_upload_bytes)
         with bad_request():
             options = GenerateOptions.check(
                 prompt=self.prompt, negative_prompt=self.negative_prompt, num_frames=self.frames,
@@ -128,13 +212,15 @@ class GenerateRequest:
                 seed=None if self.seed in (-1, "-1") else self.seed, scheduler=self.scheduler,
                 context_length=None if self.context_length in (None, "", 0) else self.context_length,
                 context_overlap=None if self.context_overlap in (None, "", -1) else self.context_overlap,
-                free_init_iters=self.free_init, motion_strength=self.motion_strength, labels=LABELS, limits=LIMITS)
+                free_init_iters=self.free_init, motion_strength=self.motion_strength,
+                strength=self.strength if video is not None else None, labels=LABELS, limits=LIMITS)
             loras = check_loras(self.loras, labels=LABELS, limits=LIMITS)
             fps = check_fps(self.fps, labels=LABELS, limits=LIMITS)
         fmt = str(self.fmt).lower().lstrip(".")
         if fmt not in C.FORMATS:
             raise BadRequest(f"Format: expected one of {', '.join(C.FORMATS)}, found {self.fmt!r}")
-        return CheckedGeneration(base=self.base, motion=self.motion, loras=loras, options=options, fps=fps, fmt=fmt)
+        return CheckedGeneration(base=self.base, motion=self.motion, loras=loras, options=options, fps=fps, fmt=fmt,
+                                 video=video, controlnets=controls)
 
 
 TRAIN_TASKS = {  # preset -> what it writes (the library kind the result appears under)
@@ -204,7 +290,7 @@ class TrainRequest:
             sample_steps=as_int("Sample steps", self.sample_steps, 1, C.MAX_STEPS))
 
 
-def check_upload(path: str, suffixes: tuple[str, ...], max_bytes: int, label: str) -> None:
+def check_upload(path: str, suffixes: tuple[str, ...], max_bytes: float, label: str) -> None:
     """An uploaded file: it exists, has one of ``suffixes`` and is at most ``max_bytes``."""
     p = Path(path)
     if not p.is_file():

@@ -10,6 +10,7 @@ from pathlib import Path
 from motion_adapters.app.config import StudioConfig
 from motion_adapters.app.generate_tab import build_generate_tab
 from motion_adapters.app.library_tab import build_library_tab, library_table
+from motion_adapters.app.models import KINDS
 from motion_adapters.app.studio import Studio
 from motion_adapters.app.train_tab import build_train_tab
 from motion_adapters.app.ui import Dropdowns, status_markdown
@@ -50,8 +51,8 @@ def build_demo(studio: Studio):
             return studio.status()
 
         def models() -> dict:
-            """The discovered models by kind: base, motion, lora, dataset."""
-            return {k: studio.library.names(k) for k in ("base", "motion", "lora", "dataset")}
+            """The discovered models by kind: base, motion, lora, controlnet, dataset."""
+            return {k: studio.library.names(k) for k in KINDS}
 
         gr.api(status, api_name="status", concurrency_limit=None)
         gr.api(models, api_name="models", concurrency_limit=None)

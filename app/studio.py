@@ -19,12 +19,13 @@ import torch
 
 from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
 from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
-from motion_adapters.app.models import BASE, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from motion_adapters.app.requests import MEMORY_LABELS, CheckedGeneration, GenerateRequest
+from motion_adapters.app.models import BASE, CONTROLNET, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
+from motion_adapters.app.requests import MEMORY_LABELS, CheckedControl, CheckedGeneration, GenerateRequest
 from motion_adapters.app.training import on_training_exit
 from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
 from motion_adapters.clips.export import to_uint8, write_clip
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.inference.controlnets import ControlInput
 from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.registry import base_config_for
 
@@ -35,13 +36,15 @@ _ARCH_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "
 
 @dataclass
 class Clip:
-    """A generated clip: the file to play in the page, the file to download, its recipe and what happened."""
+    """A generated clip: the file to play in the page, the file to download, its recipe and what happened;
+    ``maps``: the control maps the ControlNets followed, side by side in one clip (None without ControlNets)."""
 
     preview: Path
     download: Path
     recipe: dict
     notices: list[str]
     seconds: float
+    maps: Path | None = None
 
 
 class Studio:
@@ -56,7 +59,7 @@ class Studio:
         self.library.scan()
         self.gate = DeviceGate()
         self.gen = None                      # the VideoGenerator, built at the first generation
-        self.loaded: dict = {"base": None, "motion": None, "loras": {}}   # display names now in the generator
+        self.loaded: dict = {"base": None, "motion": None, "loras": {}, "controlnets": []}  # names in the generator
         self._retired_builds = 0             # builds of generators replaced by a base of another architecture
         self._lock = threading.RLock()       # the generator's state (swaps and generation)
         self.generations = 0
@@ -78,6 +81,7 @@ class Studio:
             "base": self.loaded["base"],
             "motion": self.loaded["motion"],
             "loras": dict(self.loaded["loras"]),
+            "controlnets": list(self.loaded["controlnets"]),
             "device": str(gen.device) if gen is not None else (self.cfg.device or "auto"),
             "dtype": str(gen.dtype).replace("torch.", "") if gen is not None else (self.cfg.dtype or "auto"),
             "busy": self.gate.owner,
@@ -92,18 +96,23 @@ class Studio:
         ls = [(self.library.resolve(LORA, n), float(w)) for n, w in loras]
         return b, m, ls
 
-    def select(self, base: str, motion: str, loras: list[tuple[str, float]] | None = None) -> list[str]:
-        """Hot-swap to these models now (the dropdowns' change events). Before the first generation, or while
-        training holds the device, the choice is only checked and applied at the next generation."""
+    def select(self, base: str, motion: str, loras: list[tuple[str, float]] | None = None,
+               controlnets: list[str] | None = None) -> list[str]:
+        """Hot-swap to these models now (the dropdowns' change events); ``None``: the LoRAs / ControlNets loaded
+        now. Before the first generation, or while training holds the device, the choice is only checked and
+        applied at the next generation."""
         b, m, ls = self._entries(base, motion, loras if loras is not None else list(self.loaded["loras"].items()))
+        cs = [self.library.resolve(CONTROLNET, n) for n in (controlnets if controlnets is not None
+                                                              else self.loaded["controlnets"])]
         if self.gen is None:  # checked; loaded by the first generation
             return []
         if self.gate.owner == TRAINING:
             return ["a training job holds the device: the swap happens at the next generation"]
         with self.gate.hold(LOADING), self._lock:
-            return self._ensure(b, m, ls)
+            return self._ensure(b, m, ls, cs)
 
-    def _ensure(self, base: Entry, motion: Entry | None, loras: list[tuple[Entry, float]]) -> list[str]:
+    def _ensure(self, base: Entry, motion: Entry | None, loras: list[tuple[Entry, float]],
+                controlnets: list[Entry]) -> list[str]:
         """Make the generator hold exactly these models: in-place swaps; a new build only for the first
         generation or a base of another architecture."""
         notices: list[str] = []
@@ -111,7 +120,7 @@ class Studio:
         motion_src = motion.source if motion else None
         if self.gen is None:
             self.gen = self._build(base, motion_src)
-            self.loaded.update(base=base.name, motion=motion_name, loras={})
+            self.loaded.update(base=base.name, motion=motion_name, loras={}, controlnets=[])
         if base.name != self.loaded["base"]:
             if self._same_architecture(base):
                 self.gen.load_base(base.source)
@@ -130,7 +139,7 @@ class Studio:
                     self.gen = new
                     del old
                     gc.collect()
-                    self.loaded.update(motion=motion_name, loras={})
+                    self.loaded.update(motion=motion_name, loras={}, controlnets=[])
                     notices.append(f"{base.name} has another architecture than {self.loaded['base']}: the pipeline "
                                    "was rebuilt (in-place swaps need the same UNet layout)")
             self.loaded["base"] = base.name
@@ -141,6 +150,11 @@ class Studio:
         if wanted != self.loaded["loras"]:
             self.gen.set_loras({e.source: w for e, w in loras})
             self.loaded["loras"] = wanted
+        names = [e.name for e in controlnets]
+        if names != self.loaded["controlnets"]:
+            self.gen.set_controlnets([e.source for e in controlnets])
+            notices += controlnet_notices(self.loaded["controlnets"], names)
+            self.loaded["controlnets"] = names
         return notices
 
     def _build(self, base: Entry, motion_src: str | None):
@@ -159,36 +173,37 @@ class Studio:
     # ---------------------------------------------------------------------------------------- generate
     def generate(self, request: GenerateRequest) -> Clip:
         """Validate, swap what changed, generate, and write the clip (with its recipe) to the output folder."""
-        req = request.checked()  # every option, prompt travel included, before any model is touched
+        req = request.checked(self.cfg.max_upload_bytes)  # every option and upload, before any model is touched
         b, m, ls = self._entries(req.base, req.motion, req.loras)
+        cs = [self.library.resolve(CONTROLNET, c.name) for c in req.controlnets]
         t0 = time.perf_counter()
         with self.gate.hold(GENERATION):
             with self._lock:
-                notices = self._ensure(b, m, ls)
-                result = self.gen.generate(**req.options.as_kwargs(), labels=MEMORY_LABELS)
+                notices = self._ensure(b, m, ls, cs)
+                result = self.gen.generate(**req.options.as_kwargs(), video=req.video,
+                                           controlnets=control_inputs(req.controlnets, cs), labels=MEMORY_LABELS)
                 self.generations += 1
-        recipe = {**result.recipe, "fps": req.fps}
-        preview, download = self._write(result.frames, recipe, req)
+        recipe = upload_names({**result.recipe, "fps": req.fps}, req.uploads)
+        preview, download, maps = self._write(result.frames, recipe, req, result.control_maps)
         del result
         release_memory()
-        return Clip(preview, download, recipe, notices, time.perf_counter() - t0)
+        return Clip(preview, download, recipe, notices, time.perf_counter() - t0, maps)
 
-    def _write(self, frames, recipe: dict, req: CheckedGeneration) -> tuple[Path, Path]:
+    def _write(self, frames, recipe: dict, req: CheckedGeneration,
+               maps: list[np.ndarray]) -> tuple[Path, Path, Path | None]:
+        """The download, the clip the page plays, and the control maps side by side (None without ControlNets)."""
         slug = re.sub(r"[^a-z0-9]+", "-", str(recipe.get("prompt", "clip")).lower()).strip("-")[:32] or "clip"
         folder = self.cfg.output_dir / "clips" / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.generations:05d}"
         folder.mkdir(parents=True, exist_ok=True)
         data = to_uint8(np.asarray(frames))
         download = write_clip(data, folder / f"{recipe['seed']}-{slug}.{req.fmt}", fps=req.fps, recipe=recipe)
-        side = min(data.shape[1:3])
-        preview_fmt = "mp4" if has_ffmpeg() else "gif"
-        if req.fmt == preview_fmt and side >= PREVIEW_MIN_SIDE:
+        if req.fmt == preview_format() and min(data.shape[1:3]) >= PREVIEW_MIN_SIDE:
             preview = download
         else:
-            k = max(1, min(16, -(-PREVIEW_MIN_SIDE // side)))
-            big = data if k == 1 else np.repeat(np.repeat(data, k, axis=1), k, axis=2)
-            preview = write_clip(big, folder / f"preview.{preview_fmt}", fps=req.fps, recipe=recipe)
+            preview = write_preview(data, folder / "preview", req.fps, recipe)
+        shown = write_preview(to_uint8(np.concatenate(maps, axis=2)), folder / "maps", req.fps) if maps else None
         self._prune()
-        return preview, download
+        return preview, download, shown
 
     def _prune(self) -> None:
         """Keep the newest ``keep_outputs`` generations in the output folder (a server left running stays small)."""
@@ -214,6 +229,43 @@ class Studio:
             with self._lock:
                 gen.pipe.to(gen.device)
                 self._parked = False
+
+
+def control_inputs(controls: list[CheckedControl], entries: list[Entry]) -> list[ControlInput]:
+    """The generator's ControlNet requests of checked slots and their library entries."""
+    return [ControlInput(e.source, frames=c.maps, scale=c.scale, start=c.start, end=c.end,
+                         preprocessor=c.preprocessor) for c, e in zip(controls, entries, strict=True)]
+
+
+def controlnet_notices(before: list[str], after: list[str]) -> list[str]:
+    """What a ControlNet swap did, in words."""
+    added, removed = [n for n in after if n not in before], [n for n in before if n not in after]
+    return ([f"ControlNet {n} loaded" for n in added] + [f"ControlNet {n} unloaded" for n in removed]
+            or ["ControlNets reordered"])
+
+
+def upload_names(recipe: dict, uploads: list[str]) -> dict:
+    """The recipe with every uploaded input's path shortened to the file's name: the page and the downloads never
+    show where the server keeps uploads (the SHA-256 still identifies the file)."""
+    names = {str(p): Path(p).name for p in uploads}
+    inputs = [recipe.get("video"), *((cn or {}).get("control") for cn in recipe.get("controlnets") or [])]
+    for entry in inputs:
+        if isinstance(entry, dict) and entry.get("path") in names:
+            entry["path"] = names[entry["path"]]
+    return recipe
+
+
+def preview_format() -> str:
+    """What the page plays: MP4, else (no encoder) an animated GIF."""
+    return "mp4" if has_ffmpeg() else "gif"
+
+
+def write_preview(data: np.ndarray, stem: Path, fps: float, recipe: dict | None = None) -> Path:
+    """``data`` (uint8 frames) as the page plays it, upscaled without smoothing when it is smaller than
+    ``PREVIEW_MIN_SIDE``."""
+    k = max(1, min(16, -(-PREVIEW_MIN_SIDE // min(data.shape[1:3]))))
+    big = data if k == 1 else np.repeat(np.repeat(data, k, axis=1), k, axis=2)
+    return write_clip(big, stem.with_suffix(f".{preview_format()}"), fps=fps, recipe=recipe)
 
 
 def _norm(v):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from motion_adapters import registry
-from motion_adapters.app.models import BASE, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
+from motion_adapters.app.models import BASE, CONTROLNET, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
 from motion_adapters.errors import MotionAdapterError
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 DEVICE = "device"   # the concurrency group of everything that runs models: one at a time, in queue order
 NONE_LORA = ""      # an empty LoRA slot
+NONE_CONTROLNET = ""  # an empty ControlNet slot
 
 
 def page_errors(fn: Callable) -> Callable:
@@ -83,12 +84,14 @@ def _is_generator(fn: Callable) -> bool:
 def status_markdown(status: dict) -> str:
     """One line: builds (stays 1 across swaps), loaded models, device, what holds it."""
     loras = ", ".join(f"`{n}` × {w:g}" for n, w in status["loras"].items()) or "none"
+    controlnets = ", ".join(f"`{n}`" for n in status.get("controlnets", [])) or "none"
     training = status.get("training")
     busy = status["busy"] or "idle"
     parts = [f"**Pipeline** builds: {status['builds']}",
              f"base: `{status['base'] or '(not loaded)'}`",
              f"motion: `{status['motion'] or '(not loaded)'}`",
              f"LoRAs: {loras}",
+             f"ControlNets: {controlnets}",
              f"{status['device']} {status['dtype']}",
              f"device: {busy}",
              f"generations: {status['generations']}"]
@@ -136,6 +139,8 @@ class Dropdowns:
             names = lib.names(MOTION) + [NO_MOTION]
         elif kind == LORA:
             return [("(none)", NONE_LORA)] + [(n, n) for n in lib.names(LORA)]
+        elif kind == CONTROLNET:
+            return [("(none)", NONE_CONTROLNET)] + [(n, n) for n in lib.names(CONTROLNET)]
         elif kind == DATASET:
             return [("(uploaded clips)", "")] + [(n, n) for n in lib.names(DATASET)]
         elif kind == "any":

@@ -1,5 +1,6 @@
 """The studio through its API (``gradio_client``): generate, hot-swap (the pipeline is built once), LoRA weights,
-seeds, training (finish and cancel), inspect / convert / upload, and bad inputs that must not hurt the server."""
+seeds, video to video with ControlNets (their maps shown, their dropdowns swapping in place), training (finish and
+cancel), inspect / convert / upload, and bad inputs that must not hurt the server."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import time
 
 import numpy as np
 import pytest
-from app_support import FAST, launch_studio, recipe_of, status_builds, write_clips, write_models_dir
+from app_support import (
+    CONTROLNETS,
+    FAST,
+    controlnet_loading,
+    launch_studio,
+    recipe_of,
+    status_builds,
+    write_clips,
+    write_models_dir,
+)
 
 from motion_adapters.clips.export import read_frames, read_recipe
 
@@ -18,10 +28,11 @@ MAX_UPLOAD_MB = 1.0
 @pytest.fixture(scope="module")
 def server(shapes_env, tmp_path_factory):
     models = write_models_dir(tmp_path_factory.mktemp("models"))
-    demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"), max_upload_mb=MAX_UPLOAD_MB)
-    yield url, studio, models
-    studio.runner.cancel()
-    demo.close()
+    with controlnet_loading(models / CONTROLNETS[0]):
+        demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"), max_upload_mb=MAX_UPLOAD_MB)
+        yield url, studio, models
+        studio.runner.cancel()
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +58,7 @@ def builds(client) -> int:
 
 def test_generate_plays_downloads_and_records_the_recipe(client):
     result = gen(client, fmt="mp4", seed=7)
-    preview, download, recipe_text, status = result
+    preview, download, recipe_text, status, maps = result
     recipe = json.loads(recipe_text)
     assert recipe["seed"] == 7 and recipe["num_frames"] == 8 and recipe["base"]["name"] == "shapes-base"
     assert recipe["motion"]["name"] == "shapes-motion" and recipe["fps"] == 8
@@ -56,7 +67,51 @@ def test_generate_plays_downloads_and_records_the_recipe(client):
     shown = read_frames(preview)  # the page plays an upscaled mp4 of the same clip
     assert shown.shape[0] == 8 and min(shown.shape[1:3]) >= 256
     assert read_recipe(download)["seed"] == 7  # embedded in the file (and its sidecar)
-    assert status_builds(status) == 1
+    assert status_builds(status) == 1 and maps is None  # no ControlNets: no maps to show
+
+
+def test_video_to_video_with_controlnets_shows_their_maps(client, tmp_path):
+    from gradio_client import handle_file
+
+    clip = handle_file(str(write_clips(tmp_path, 1)[0]))
+    v2v = gen(client, video=clip, strength=0.6)
+    recipe = recipe_of(v2v)
+    assert recipe["strength"] == 0.6 and recipe["video"]["path"] == "clip0.mp4" and recipe["controlnets"] == []
+    assert read_recipe(v2v[1])["video"] == recipe["video"]  # embedded in the download
+    assert not np.array_equal(frames_of(v2v), frames_of(gen(client)))
+    steered = gen(client, video=clip, strength=0.6, controlnet_1=CONTROLNETS[0], control_1="canny",
+                  controlnet_2=CONTROLNETS[1], controlnet_scale_2=0.5, control_2="maps", control_maps_2=clip,
+                  control_start_2=0.2)
+    assert not np.array_equal(frames_of(steered), frames_of(v2v))
+    nets = recipe_of(steered)["controlnets"]
+    assert [(c["scale"], c["start"], c["end"]) for c in nets] == [(1.0, 0.0, 1.0), (0.5, 0.2, 1.0)]
+    assert nets[0]["control"] == {"preprocessor": "canny"} and nets[1]["control"]["path"] == "clip0.mp4"
+    assert "gradio" not in steered[2] and str(tmp_path) not in steered[2]  # uploads named by their file name
+    maps = read_frames(steered[4])  # what the two ControlNets followed, side by side
+    assert maps.shape[0] == 8 and maps.shape[2] == 2 * maps.shape[1]
+    assert f"`{CONTROLNETS[0]}`, `{CONTROLNETS[1]}`" in steered[3] and builds(client) == 1
+    assert recipe_of(gen(client))["controlnets"] == []  # a text-to-video clip again
+    assert client.predict(api_name="/status")["controlnets"] == []
+
+
+def test_controlnet_dropdowns_load_and_unload_in_place(client, server):
+    from gradio_client.exceptions import AppError
+
+    studio, models = server[1], server[2]
+    gen(client)  # the pipeline exists: a swap loads now
+
+    def swap(**kw):
+        return client.predict(base="shapes-base", motion="shapes-motion", **kw, api_name="/swap")
+
+    assert f"ControlNets: `{CONTROLNETS[1]}`" in swap(controlnet_1=CONTROLNETS[1])
+    assert studio.gen.controlnets == [str((models / CONTROLNETS[1]).resolve())]
+    assert f"`{CONTROLNETS[1]}`, `{CONTROLNETS[0]}`" in swap(controlnet_1=CONTROLNETS[1], controlnet_2=CONTROLNETS[0])
+    assert len(studio.gen.controlnets) == 2
+    with pytest.raises(AppError, match="ControlNet 'loras/strong-lora.safetensors': expected one of the ControlNets"):
+        swap(controlnet_1="loras/strong-lora.safetensors")
+    assert len(studio.gen.controlnets) == 2  # a refused swap changes nothing
+    assert "ControlNets: none" in swap() and studio.gen.controlnets == []
+    assert builds(client) == 1
 
 
 def test_swaps_happen_in_place_and_change_the_output(client):
@@ -121,6 +176,11 @@ def test_prompt_travel_and_long_clip_options(client):
     ({"prompt": "0: a\nfive: b"}, "FRAME: text"),
     ({"fmt": "exe"}, "choices"),
     ({"lora_1": "loras/strong-lora.safetensors", "weight_1": 99}, "maximum"),
+    ({"controlnet_1": CONTROLNETS[0]}, "ControlNet 1 control: expected a Video to compute canny maps from"),
+    ({"controlnet_1": CONTROLNETS[0], "control_1": "maps"}, "ControlNet 1 maps: expected uploaded control maps"),
+    ({"controlnet_1": CONTROLNETS[0], "controlnet_scale_1": 5}, "maximum"),
+    ({"controlnet_1": CONTROLNETS[0], "control_1": "depth"}, "choices"),
+    ({"controlnet_1": CONTROLNETS[0], "control_start_1": 0.5, "control_end_1": 0.5}, "ControlNet 1 start/end"),
 ])
 def test_bad_inputs_give_clear_errors_and_the_server_keeps_serving(client, kw, message):
     from gradio_client.exceptions import AppError

@@ -1,8 +1,10 @@
 """The studio in a real browser (Debian's chromium through Playwright, headless, localhost only): pick the
 embedded base and motion module, type a prompt, Generate, and a playable video appears; switch the motion module
 and generate again: the pipeline is not rebuilt. Saves a screenshot (also to $APP_SCREENSHOT when set).
-Then the training flow on the same open page: upload two clips, train a 2-step MotionLoRA, and the new LoRA is
-in the Generate tab's LoRA list without a reload and makes a clip."""
+Then video to video: upload a clip, set the strength, pick a ControlNet following the clip's edges, Generate: the
+clip and the control maps play, the recipe has the video and the strength. Then the training flow on the same open
+page: upload two clips, train a 2-step MotionLoRA, and the new LoRA is in the Generate tab's LoRA list without a
+reload and makes a clip."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_support import launch_studio, status_builds, write_clips
+from app_support import (
+    CONTROLNETS,
+    controlnet_loading,
+    launch_studio,
+    status_builds,
+    write_clips,
+    write_controlnet,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -28,9 +37,12 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium i
 
 @pytest.fixture(scope="module")
 def server(shapes_env, tmp_path_factory):
-    demo, url, studio = launch_studio(tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("out"))
-    yield url, studio
-    demo.close()
+    models = tmp_path_factory.mktemp("models")
+    write_controlnet(models / CONTROLNETS[0])
+    with controlnet_loading(models / CONTROLNETS[0]):
+        demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"))
+        yield url, studio
+        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +108,37 @@ def test_generate_in_the_browser_then_swap_without_rebuild(server, page, tmp_pat
     if os.environ.get("APP_SCREENSHOT"):
         Path(os.environ["APP_SCREENSHOT"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, os.environ["APP_SCREENSHOT"])
+
+
+def test_video_to_video_in_the_browser(server, page, tmp_path):
+    """Upload a clip, strength 0.6, a ControlNet on the clip's canny edges: the clip and the maps play."""
+    url, studio = server
+    if not page.url.startswith(url):
+        page.goto(url)
+        page.wait_for_selector("#gen-button")
+        page.fill("#gen-prompt textarea", PROMPT)
+        page.fill("#gen-steps input", "2")
+    previous = page.eval_on_selector("#gen-video video", "v => v.currentSrc") if page.query_selector(
+        "#gen-video video") else ""
+    page.get_by_text("Video input (video to video, ControlNets)").click()
+    clip = write_clips(tmp_path / "clips", 1)[0]
+    page.set_input_files("#gen-input input[type=file]", str(clip))
+    page.wait_for_selector("#gen-input video")  # uploaded: the clip is shown
+    page.fill("#gen-strength input[type=number]", "0.6")
+    page.press("#gen-strength input[type=number]", "Enter")
+    pick(page, "gen-controlnet-1", CONTROLNETS[0])  # loads it into the running pipeline
+    page.wait_for_function("() => document.querySelector('#studio-status').innerText.includes('edges-canny')")
+    generate_and_wait(page, previous)
+    page.wait_for_function("() => { const v = document.querySelector('#gen-maps-view video'); "
+                           "return !!v && v.readyState >= 2 && v.duration > 0; }")
+    recipe = page.inner_text("#gen-recipe")
+    for line in ('"video": {', f'"path": "{clip.name}"', '"strength": 0.6', '"preprocessor": "canny"'):
+        assert line in recipe, recipe
+    assert studio.builds == 1 and studio.loaded["controlnets"] == [CONTROLNETS[0]]
+    pick(page, "gen-controlnet-1", "(none)")  # unloaded again: the next flows are text to video
+    page.wait_for_function("() => document.querySelector('#studio-status').innerText.includes('ControlNets: none')")
+    page.click("#gen-input button[aria-label='Clear']")
+    page.get_by_text("Video input (video to video, ControlNets)").click()
 
 
 def test_train_in_the_browser_then_generate_with_the_new_lora(server, page, tmp_path):

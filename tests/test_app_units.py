@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from app_support import write_models_dir
+from app_support import CONTROLNETS, write_models_dir
 
 from motion_adapters.app.jobs import TRAINING, DeviceBusy, DeviceGate
 from motion_adapters.app.models import NotInLibrary
-from motion_adapters.app.requests import BadRequest, GenerateRequest, TrainRequest
+from motion_adapters.app.requests import BadRequest, ControlSlot, GenerateRequest, TrainRequest
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,9 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert set(lib.names("lora")) == {"shapes-zoom-lora", "loras/strong-lora.safetensors",
                                       "trained/old-run/motion_lora.safetensors"}
     assert lib.names("dataset") == ["datasets/squares"]
+    assert lib.names("controlnet") == list(CONTROLNETS) and lib.resolve("controlnet", CONTROLNETS[0]).detail == "ControlNet"
     assert not any("junk" in n or "notes" in n or "checkpoints" in n for n in lib.names())
-    assert counts == {"base": 5, "motion": 2, "lora": 3, "dataset": 1}
+    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 2, "dataset": 1}
     entry = lib.resolve("motion", "strong-motion.safetensors")
     assert entry.path == (models / "strong-motion.safetensors").resolve() and entry.source == str(entry.path)
     assert lib.resolve("base", "shapes-navy").source == "shapes-navy"  # embedded: its registered name
@@ -78,6 +79,59 @@ def test_generate_requests_are_checked():
                       ({"context_length": 4, "context_overlap": 4}, "Context overlap: expected less than")]:
         with pytest.raises(BadRequest, match=field):
             GenerateRequest(**{"base": "b", "motion": "m", "prompt": "p", **kw}).checked()
+
+
+def test_video_input_requests_are_checked(tmp_path):
+    """The clip, its strength and the ControlNet slots: errors name the page's fields and the slot's number."""
+    clip, maps, txt = tmp_path / "clip.mp4", tmp_path / "edges.png", tmp_path / "a.txt"
+    for f in (clip, maps, txt):
+        f.write_bytes(b"\0" * 100)
+    base = {"base": "b", "motion": "m", "prompt": "p", "video": str(clip)}
+    ok = GenerateRequest(**base, strength=0.5, controlnets=[
+        ControlSlot(), ControlSlot("cn", 1.5, "canny", start=0.2), ControlSlot("cn2", 0.5, "maps", str(maps))]).checked()
+    assert ok.video == str(clip) and ok.options.strength == 0.5 and ok.uploads == [str(clip), str(maps)]
+    assert [(c.slot, c.name, c.scale, c.start, c.preprocessor, c.maps) for c in ok.controlnets] == [
+        (2, "cn", 1.5, 0.2, "canny", None), (3, "cn2", 0.5, 0.0, None, str(maps))]
+    plain = GenerateRequest(base="b", motion="m", prompt="p", strength=7,  # no clip: the strength is not used
+                            controlnets=[ControlSlot("cn", source="maps", maps=str(maps))]).checked()
+    assert plain.options.strength is None and plain.video is None and plain.controlnets[0].maps == str(maps)
+    bad = [({"video": str(txt)}, "^Video: expected .mp4"), ({"strength": 1.5}, "^Strength: expected"),
+           ({"strength": "lots"}, "^Strength"), ({"controlnets": [ControlSlot("cn", scale=3)]}, "^ControlNet 1 scale"),
+           ({"controlnets": [ControlSlot(), ControlSlot("cn", start=0.5, end=0.5)]}, "^ControlNet 2 start/end: expected"),
+           ({"controlnets": [ControlSlot("cn", source="depth")]}, "^ControlNet 1 control: expected one of canny, "
+                                                                   "silhouette, maps, found 'depth'"),
+           ({"controlnets": [ControlSlot("cn", source="maps")]}, "^ControlNet 1 maps: expected uploaded control maps"),
+           ({"controlnets": [ControlSlot("cn", source="maps", maps=str(txt))]}, "^ControlNet 1 maps: expected .mp4"),
+           ({"controlnets": [ControlSlot("cn"), ControlSlot("cn", source="silhouette")]},
+            "^ControlNet 2: expected each ControlNet once, found 'cn' in ControlNet 1 too"),
+           ({"video": None, "controlnets": [ControlSlot("cn")]}, "^ControlNet 1 control: expected a Video to compute "
+                                                                  "canny maps from")]
+    for kw, message in bad:
+        with pytest.raises(BadRequest, match=message):
+            GenerateRequest(**{**base, **kw}).checked()
+    with pytest.raises(BadRequest, match="^Video: expected files of at most"):
+        GenerateRequest(**base).checked(max_upload_bytes=50)
+
+
+def test_reuse_recipe_fills_the_video_input_where_it_can(models):
+    import json
+
+    from motion_adapters.app.models import ModelLibrary
+    from motion_adapters.app.video_input import reuse_recipe
+
+    lib = ModelLibrary([models])
+    lib.scan()
+    path = str(lib.resolve("controlnet", CONTROLNETS[1]).path)
+    recipe = {"seed": 1, "video": {"path": "clip.mp4", "sha256": "ab", "frames": 8}, "strength": 0.4, "controlnets": [
+        {"name": "gone.safetensors", "path": "/elsewhere/gone.safetensors", "scale": 0.7, "start": 0.0, "end": 1.0,
+         "control": {"preprocessor": "silhouette"}},
+        {"name": "x", "path": path, "scale": 1.5, "start": 0.1, "end": 0.8, "control": {"path": "edges.mp4"}}]}
+    values, notes = reuse_recipe(lib, json.dumps(recipe))
+    assert values == [0.4, "", 0.7, "silhouette", 0.0, 1.0, CONTROLNETS[1], 1.5, "maps", 0.1, 0.8]
+    assert any("clip.mp4" in n for n in notes) and any("gone.safetensors" in n for n in notes)
+    assert any("edges.mp4" in n for n in notes)
+    plain, notes = reuse_recipe(lib, json.dumps({"seed": 1, "strength": None, "controlnets": []}))
+    assert plain == [0.8, "", 1.0, "canny", 0.0, 1.0, "", 1.0, "canny", 0.0, 1.0] and notes == []
 
 
 def test_train_requests_are_checked(tmp_path):
