@@ -205,7 +205,7 @@ class VideoGenerator:
                                      f"{n.get('video', 'video')} with it, found none")
         cond, inputs = self._conditioning(opts, source, controls, n)
         if check_memory:
-            self.check_memory(opts, labels=labels, controlnets=len(cond.controlnets))
+            self.check_memory(opts, labels=labels, controlnets=len(cond.controlnets), video=source is not None)
         frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress,
                               cond=cond)
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
@@ -242,25 +242,27 @@ class VideoGenerator:
                             [c.end for c in controls])
         return cond, inputs
 
-    def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None,
-                        controlnets: int = 0) -> MemoryEstimate:
+    def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None, controlnets: int = 0,
+                        video: bool = False) -> MemoryEstimate:
         """The peak memory a call with fitted ``opts`` needs beyond the loaded models (:mod:`.memory`)."""
         texts = list(opts.prompt.values()) if isinstance(opts.prompt, dict) else [opts.prompt]
         tokens = self.pipe.tokenizer.model_max_length * num_chunks(self.pipe.tokenizer,
                                                                    [*texts, opts.negative_prompt or ""])
         return estimate_generation(opts, self.configs["unet"], self.configs["vae"], dtype=self.dtype,
                                    device=self.device, low_vram=self.low_vram if low_vram is None else low_vram,
-                                   weights=self.weight_bytes(), prompt_tokens=tokens, controlnets=controlnets)
+                                   weights=self.weight_bytes(), prompt_tokens=tokens, controlnets=controlnets,
+                                   video=video)
 
     def check_memory(self, opts: GenerateOptions, *, labels: Mapping[str, str] | None = None,
-                     controlnets: int = 0) -> None:
-        """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now."""
-        estimate = self.estimate_memory(opts, controlnets=controlnets)
+                     controlnets: int = 0, video: bool = False) -> None:
+        """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now (``controlnets``
+        and ``video``: what else the call runs, :func:`~.memory.estimate_generation`)."""
+        estimate = self.estimate_memory(opts, controlnets=controlnets, video=video)
         cuda = str(self.device).startswith("cuda")
         check_fits(estimate, available_memory(self.device), opts, labels=labels,
                    host_available=host_available() if cuda else None,
                    alternative=lambda o, low: self.estimate_memory(o, low_vram=low or self.low_vram,
-                                                                   controlnets=controlnets))
+                                                                   controlnets=controlnets, video=video))
 
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of each loaded model's parameters and buffers."""

@@ -78,14 +78,15 @@ def vae_scale(vae_config: Mapping) -> int:
 
 def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config: Mapping, *,
                         dtype: torch.dtype, device: str, low_vram: bool, weights: Mapping[str, int] | None = None,
-                        prompt_tokens: int = DEFAULT_TOKENS, controlnets: int = 0) -> MemoryEstimate:
+                        prompt_tokens: int = DEFAULT_TOKENS, controlnets: int = 0,
+                        video: bool = False) -> MemoryEstimate:
     """The peak memory one call with fitted ``opts`` (sizes filled in) needs beyond the loaded models.
 
     ``weights``: bytes per loaded component (``unet``, ``vae``, ``text_encoder``); with ``low_vram`` on CUDA
     the component in use is moved onto the GPU for its phase, so it counts there. ``prompt_tokens``: the
     length of one encoded prompt (77 per chunk of a long prompt). ``controlnets``: how many ControlNets run
     beside the UNet (each a copy of its down and middle blocks, whose residuals are held until the UNet adds
-    them).
+    them). ``video``: video to video, whose input frames are first encoded by the VAE, a chunk at a time.
     """
     device = str(device)
     cuda = device.startswith("cuda")
@@ -120,6 +121,9 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
     p["uint8_output"] = 2 * pixels * 4 + 2 * pixels            # to_uint8's temporaries, uint8, encoder's copy
 
     offload = low_vram and cuda
+    if video:  # the input as floats (as read, fitted, normalised), then a decode-sized chunk through the encoder
+        p["input_video"] = 3 * pixels * 4
+        p["vae_encode_chunk"] = p["vae_decode_chunk"]
     on_gpu = {
         "denoise": p["unet_activations"] + p["controlnet_activations"] + p["latents"] + p["prompt_embeddings"]
         + (weights.get("unet", 0) + weights.get("controlnets", 0) if offload else 0),
@@ -127,6 +131,8 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
         + (weights.get("vae", 0) if offload else 0),
         "postprocess": p["decoded_float32"] + pixels * 4,      # the video and its denormalised copy
     }
+    if video:
+        on_gpu["encode"] = p["vae_encode_chunk"] + p["input_video"] + latent * 3 + (weights.get("vae", 0) if offload else 0)
     host = {"postprocess": p["postprocess_copies"], "output": pixels * 4 + p["uint8_output"]}
     if cuda:
         phases = on_gpu

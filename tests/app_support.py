@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,47 +84,6 @@ def write_controlnet(path: Path, seed: int = 0) -> Path:
     config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
     path.parent.mkdir(parents=True, exist_ok=True)
     return ours.save_controlnet(ControlNetWeights(config, dict(cn.state_dict()), "ours", "canny"), path)
-
-
-@contextmanager
-def controlnet_loading(sample: Path):
-    """ControlNet files load: as they are where ``load_adapter`` reads them (the formats branch), else through a
-    reader of our format's header and tensors, patched in for the duration (this branch only has the contract)."""
-    import pytest
-
-    from motion_adapters.inference import controlnets
-    from motion_adapters.loading import load_adapter
-
-    try:
-        controlnets.build_controlnet(load_adapter(sample, expect="controlnet"), dtype=torch.float32, device="cpu")
-        yield
-        return
-    except Exception:  # NotImplementedError, AdapterFormatError: file loading is not here yet
-        pass
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(controlnets, "load_adapter", _read_ours_controlnet)
-        mp.setattr(controlnets, "check_controlnet_fits_base", lambda cw, unet_config, path: None)
-        mp.setattr(controlnets, "build_controlnet", _build_controlnet)
-        yield
-
-
-def _read_ours_controlnet(path, expect=None):
-    from motion_adapters.formats import ours
-    from motion_adapters.formats.controlnet import ControlNetWeights
-    from motion_adapters.io import read_safetensors
-
-    tensors, metadata = read_safetensors(path)
-    header = ours.parse_metadata(metadata)
-    assert header.get("kind") == expect == "controlnet", (path, header.get("kind"))
-    return ControlNetWeights(header["config"], tensors, "ours", header.get("control_kind"))
-
-
-def _build_controlnet(cw, dtype=None, device=None):
-    from diffusers import ControlNetModel
-
-    cn = ControlNetModel.from_config(cw.config)
-    cn.load_state_dict(cw.state_dict)
-    return cn.to(device=device, dtype=dtype).eval()
 
 
 def write_clips(folder: Path, n: int = 2) -> list[Path]:

@@ -12,7 +12,6 @@ import pytest
 from app_support import (
     CONTROLNETS,
     FAST,
-    controlnet_loading,
     launch_studio,
     recipe_of,
     status_builds,
@@ -28,11 +27,10 @@ MAX_UPLOAD_MB = 1.0
 @pytest.fixture(scope="module")
 def server(shapes_env, tmp_path_factory):
     models = write_models_dir(tmp_path_factory.mktemp("models"))
-    with controlnet_loading(models / CONTROLNETS[0]):
-        demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"), max_upload_mb=MAX_UPLOAD_MB)
-        yield url, studio, models
-        studio.runner.cancel()
-        demo.close()
+    demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"), max_upload_mb=MAX_UPLOAD_MB)
+    yield url, studio, models
+    studio.runner.cancel()
+    demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from app_support import (
     CONTROLNETS,
-    controlnet_loading,
     launch_studio,
     status_builds,
     write_clips,
@@ -39,10 +38,9 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium i
 def server(shapes_env, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     write_controlnet(models / CONTROLNETS[0])
-    with controlnet_loading(models / CONTROLNETS[0]):
-        demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"))
-        yield url, studio
-        demo.close()
+    demo, url, studio = launch_studio(models, tmp_path_factory.mktemp("out"))
+    yield url, studio
+    demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,17 @@ def test_the_estimate_grows_with_frames_size_and_decode_chunk():
     assert big.needed > max(big.phases.values()) == big.phases[big.peak_phase]  # plus a margin
 
 
+def test_controlnets_and_video_input_add_what_they_run():
+    plain = estimate(opts())
+    one, two = estimate(opts(), controlnets=1), estimate(opts(), controlnets=2)
+    assert plain.parts["controlnet_activations"] == 0
+    assert two.parts["controlnet_activations"] == 2 * one.parts["controlnet_activations"] > 0
+    assert two.phases["denoise"] > one.phases["denoise"] > plain.phases["denoise"]
+    v2v = estimate(opts(), video=True)
+    assert "encode" in v2v.phases and "encode" not in plain.phases
+    assert v2v.parts["input_video"] == 3 * 16 * 3 * 512 * 512 * 4
+
+
 def test_windows_do_not_shrink_the_spatial_layers_and_low_vram_decodes_one_tile():
     """diffusers' FreeNoise windows only the motion modules' attention: the spatial layers still see every
     frame at once, so windows leave the UNet part as it is. ``low_vram`` decodes one frame (one 512 px tile)
