@@ -18,6 +18,7 @@ def format_report(report: dict) -> str:
     order = ["path", "kind", "control_kind", "format", "version", "base_family", "channels", "mid_block",
              "pe_length", "max_frames", "num_modules", "lora_rank", "conditioning_channels", "cross_attention_dim",
              "components", "num_params", "dtype", "file_size_bytes", "guessed"]
+    width = max(16, *(len(k) for k in order if k in report))
     lines = []
     for key in order:
         if key in report:
@@ -26,12 +27,12 @@ def format_report(report: dict) -> str:
                 value = f"{value:,} ({_human(value)})"
             elif key == "components" and isinstance(value, dict):
                 value = ", ".join(f"{k} {_human(v)}" for k, v in value.items())
-            lines.append(f"{key.replace('_', ' '):>16}: {value}")
+            lines.append(f"{key.replace('_', ' '):>{width}}: {value}")
     if report.get("metadata"):
-        lines.append(f"{'metadata':>16}:")
+        lines.append(f"{'metadata':>{width}}:")
         for k, v in report["metadata"].items():
             text = json.dumps(v) if not isinstance(v, str) else v
-            lines.append(f"{'':>18}{k}: {text[:200]}")
+            lines.append(f"{'':>{width + 2}}{k}: {text[:200]}")
     return "\n".join(lines)
 
 
