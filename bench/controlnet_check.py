@@ -7,6 +7,10 @@ is compared with the silhouette's. Prompts are the still's own caption, and the 
 direction (the control must win). Prints the mean centroid distance in px (a frame with no object found
 counts as a miss) and writes ``--json``.
 
+``--clips N`` adds the video check with the motion module (diffusers' ``AnimateDiffControlNetPipeline``):
+silhouettes of a clip moving one way, the prompt saying the opposite way; the evaluator's motion call of
+the generated clip follows the control (scale 1) or the prompt (scale 0).
+
     python bench/controlnet_check.py --controlnet shapes/assets/shapes-silhouette-controlnet.safetensors
 """
 
@@ -18,13 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UNet2DConditionModel
+from diffusers import (
+    AnimateDiffControlNetPipeline,
+    ControlNetModel,
+    MotionAdapter,
+    StableDiffusionControlNetPipeline,
+    UNet2DConditionModel,
+)
+from PIL import Image
 from safetensors import safe_open
 
 from motion_adapters.clips.controls import compute_maps
+from motion_adapters.loading import KIND_MOTION, load_adapter
 from motion_adapters.schedulers import make_scheduler
-from motion_adapters.shapes.data import render_image
-from motion_adapters.shapes.evaluate import as_frames, estimate_background, object_masks
+from motion_adapters.shapes.data import render_clip, render_image
+from motion_adapters.shapes.evaluate import as_frames, estimate_background, evaluate_clip, object_masks
 from motion_adapters.shapes.models import toy_dir
 from motion_adapters.shapes.world import COLOURS, DIRECTIONS, SHAPES, Spec, caption
 
@@ -72,6 +84,8 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=10_000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--clips", type=int, default=0, help="also the video check on this many clips")
+    ap.add_argument("--motion", default=str(toy_dir() / "shapes-motion.safetensors"))
     args = ap.parse_args()
     torch.manual_seed(0)
     pipe = StableDiffusionControlNetPipeline.from_pretrained(args.base, controlnet=load_controlnet(Path(args.controlnet), args.base),
@@ -107,8 +121,47 @@ def main() -> None:
                             "missed": args.n - len(d), "n": args.n}
             print(f"{key}: mean {results[key]['mean_px']:.2f} px, median {results[key]['median_px']:.2f} px, "
                   f"≤3 px {results[key]['within_3px']:.0%}, no object {results[key]['missed']}/{args.n}", flush=True)
+    if args.clips:
+        results.update(video_check(pipe, args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def video_check(image_pipe: StableDiffusionControlNetPipeline, args) -> dict:
+    """Silhouettes moving one way, prompt the opposite way: which one does the generated clip follow?"""
+    mm = load_adapter(args.motion, expect=KIND_MOTION)
+    adapter = MotionAdapter(**mm.config)
+    missing, unexpected = adapter.load_state_dict(mm.state_dict, strict=False)
+    assert not unexpected and all(k.endswith(".pe") for k in missing), (missing[:3], unexpected[:3])
+    c = image_pipe.components
+    pipe = AnimateDiffControlNetPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
+                                         unet=c["unet"], motion_adapter=adapter, controlnet=c["controlnet"],
+                                         scheduler=make_scheduler("ddim"))
+    pipe.set_progress_bar_config(disable=True)
+    rng = np.random.default_rng(args.seed + 1)
+    out = {}
+    for scale in (1.0, 0.0):
+        follows_control, follows_prompt = 0, 0
+        for i in range(args.clips):
+            spec = Spec(SHAPES[i % 3], list(COLOURS)[(i // 3) % 4], DIRECTIONS[i % 4])
+            clip = render_clip(spec, int(rng.integers(2**31 - 1)) + 2_000_000).astype(np.float32) / 255.0
+            maps = compute_maps(clip, "silhouette")
+            frames_in = [Image.fromarray((m * 255).astype(np.uint8)) for m in maps]
+            prompt = caption(spec.with_(motion=OPPOSITE[spec.motion]))
+            res = pipe(prompt=prompt, conditioning_frames=frames_in, num_frames=len(frames_in), height=32, width=32,
+                       num_inference_steps=args.steps, guidance_scale=args.guidance,
+                       controlnet_conditioning_scale=scale, generator=torch.Generator().manual_seed(args.seed + i),
+                       output_type="np")
+            frames = np.asarray(res.frames[0], dtype=np.float32)
+            called = evaluate_clip(frames, spec)["motion_pred"]
+            follows_control += called == spec.motion
+            follows_prompt += called == OPPOSITE[spec.motion]
+        key = f"video, prompt opposite to the control, scale {scale:g}"
+        out[key] = {"follows_control": follows_control / args.clips, "follows_prompt": follows_prompt / args.clips,
+                    "n": args.clips}
+        print(f"{key}: follows the control {follows_control}/{args.clips}, the prompt {follows_prompt}/"
+              f"{args.clips}", flush=True)
+    return out
 
 
 if __name__ == "__main__":
