@@ -50,7 +50,7 @@ STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "
 #: Seconds per step vary by day and by the minute on this machine: vae 0.22-0.27, base 0.18-0.21, navy 0.11-0.14,
 #: paper 0.11-0.13, motion 0.21-0.25, zoom_lora 0.25-0.32, hq 0.2-0.32.
 BUDGET_MIN = {"data": 0.3, "vae": 4.8, "base": 16.8, "navy": 3.9, "paper": 1.1, "motion": 21.3,
-              "zoom_lora": 5.4, "hq": 1.9, "controlnet": 15.0, "export": 0.1}
+              "zoom_lora": 5.4, "hq": 1.9, "controlnet": 10.0, "export": 0.1}
 MAX_TOTAL_BYTES = 30_000_000
 QUICK_RUN = {"run.max_steps": 1, "run.batch_size": 2, "run.checkpoint_every": 1000, "optim.warmup_steps": 0}
 DONE = "DONE.json"

@@ -19,7 +19,7 @@ MANIFEST = "manifest.json"
 FAMILY = "shapes"
 DEFAULT_BASE = "shapes-base"
 DEFAULT_MOTION = "shapes-motion"
-BUILD_HINT = "Run `motion-adapters toy build` (about 60 min on 2 CPU cores) to train every shapes-world model."
+BUILD_HINT = "Run `motion-adapters toy build` (about 65 min on 2 CPU cores) to train every shapes-world model."
 #: generation defaults of the shapes world (overridden by the manifest of a build)
 TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 25, "guidance_scale": 4.0,
                   "fps": 8.0}
