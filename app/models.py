@@ -107,7 +107,7 @@ class ModelLibrary:
     def _embedded(self, seen: set[Path]) -> list[Entry]:
         out = []
         for m in registry.models().values():
-            if not registry.is_available(m.name):
+            if m.kind not in _KIND_OF or not registry.is_available(m.name):  # e.g. a ControlNet: not listed here
                 continue
             p = registry.model_path(m.name).resolve()
             seen.add(p)

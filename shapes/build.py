@@ -13,10 +13,15 @@ paper      t2i             the same on a paper texture
 motion     motion          motion module against the frozen base
 zoom_lora  motion_lora     "zooming in" MotionLoRA from 24 clips
 hq         spatial_full    VideoCrafter2-style spatial finetune on hq images, + LDM file
+controlnet controlnet      silhouette ControlNet on the base (frames of clips of every motion and look)
 export     (copy)          fp16 weights + ``manifest.json`` into the registry directory
 =========  ==============  ======================================================================
 
 A stage is skipped when its ``DONE.json`` exists; an interrupted stage resumes from its newest checkpoint.
+A stage finds its inputs in the work folder; ``controlnet`` starts from the shipped ``shapes-base`` when the
+work folder has no finished base, and writes its dataset when the data stage did not. ``export`` keeps a model
+already in OUT whose stage did not run in this work folder (``--stage controlnet --stage export`` adds the
+ControlNet to the shipped models).
 ``quick=True`` shrinks data and steps to a smoke test (seconds per stage; the weights are useless).
 """
 
@@ -32,23 +37,24 @@ import yaml
 
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.shapes.data import write_dataset
-from motion_adapters.shapes.models import MANIFEST, MODELS, TOY_GENERATION, toy_dir
+from motion_adapters.shapes.models import DEFAULT_BASE, MANIFEST, MODELS, TOY_GENERATION, toy_dir
 from motion_adapters.shapes.tokenizer import write_shapes_tokenizer
 from motion_adapters.training.config import load_config
 from motion_adapters.training.model import to_fp16_file
 from motion_adapters.training.trainer import train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "export")
+STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "controlnet", "export")
 #: planned minutes on 2 idle CPU cores: each stage's time in the last end-to-end build from scratch (seventh session,
 #: 60.9 min with zoom_lora at 2,000 steps; at 1,000 steps that stage is half as long, so the build is about 55.5).
 #: Seconds per step vary by day and by the minute on this machine: vae 0.22-0.27, base 0.18-0.21, navy 0.11-0.14,
 #: paper 0.11-0.13, motion 0.21-0.25, zoom_lora 0.25-0.32, hq 0.2-0.32.
 BUDGET_MIN = {"data": 0.3, "vae": 4.8, "base": 16.8, "navy": 3.9, "paper": 1.1, "motion": 21.3,
-              "zoom_lora": 5.4, "hq": 1.9, "export": 0.1}
+              "zoom_lora": 5.4, "hq": 1.9, "controlnet": 10.0, "export": 0.1}
 MAX_TOTAL_BYTES = 30_000_000
 QUICK_RUN = {"run.max_steps": 1, "run.batch_size": 2, "run.checkpoint_every": 1000, "optim.warmup_steps": 0}
 DONE = "DONE.json"
+CONTROLNET_DATA = "controlnet_images"  # the dataset of data.yaml the controlnet stage trains on
 
 
 def default_out() -> Path:
@@ -70,6 +76,8 @@ def _stage_values(stage: str, work: Path) -> tuple[str, dict]:
         "zoom_lora": ("zoom_lora.yaml", {"data": {"path": str(d / "zoom_clips")},
                                          "model": {"base": base, "motion_module": mm}}),
         "hq": ("hq.yaml", {"data": {"path": str(d / "hq_images")}, "model": {"base": base, "motion_module": mm}}),
+        "controlnet": ("controlnet.yaml", {"data": {"path": str(d / CONTROLNET_DATA)},
+                                           "model": {"base": str(base_of(work))}}),
     }
     name, values = table[stage]
     values["run"] = {"output_dir": str(work / stage)}
@@ -87,10 +95,20 @@ def stage_config(stage: str, work: Path, quick: bool = False, progress: bool = T
     return load_config(CONFIG_DIR / name, overrides=overrides, values=values)
 
 
-def write_data(work: Path, quick: bool = False) -> dict:
+def base_of(work: Path) -> Path:
+    """The base the later stages train on: the work folder's when its stage finished, else the shipped one."""
+    if (work / "base" / DONE).exists():
+        return work / "base" / "base"
+    return toy_dir() / MODELS[DEFAULT_BASE].file
+
+
+def write_data(work: Path, quick: bool = False, names: list[str] | None = None) -> dict:
+    """Write the datasets of ``data.yaml`` (or only ``names``) into ``work/data``; returns their sizes."""
     spec = yaml.safe_load((CONFIG_DIR / "data.yaml").read_text())["datasets"]
     counts = {}
     for name, kw in spec.items():
+        if names is not None and name not in names:
+            continue
         kw = dict(kw)
         quick_n = kw.pop("quick_n", 8)
         if quick:
@@ -98,6 +116,12 @@ def write_data(work: Path, quick: bool = False) -> dict:
         write_dataset(work / "data" / name, seed=hash_seed(name), **kw)
         counts[name] = kw["n"]
     return counts
+
+
+def ensure_data(work: Path, name: str, quick: bool = False) -> None:
+    """Write one dataset of ``data.yaml`` when the data stage did not (a stage run on its own)."""
+    if not (work / "data" / name / "metadata.csv").exists():
+        write_data(work, quick, [name])
 
 
 def hash_seed(name: str) -> int:
@@ -112,17 +136,26 @@ EXPORTS = {  # registered name -> file inside the work dir
     "shapes-hq": "hq/model.safetensors",
     "shapes-motion": "motion/motion_module.safetensors",
     "shapes-zoom-lora": "zoom_lora/motion_lora.safetensors",
+    "shapes-silhouette-controlnet": "controlnet/controlnet.safetensors",
 }
 
 
 def export(work: Path, out: Path, summary: dict) -> dict:
-    """Copy every model into ``out`` under its registered file name, in fp16, and write the manifest."""
+    """Copy every model into ``out`` under its registered file name, in fp16, and write the manifest.
+
+    A model whose stage did not run in ``work`` is kept when ``out`` already has it (with its manifest record);
+    otherwise its absence is an error."""
 
     out.mkdir(parents=True, exist_ok=True)
-    sizes = {}
+    old = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).exists() else {}
+    sizes, kept = {}, []
     for name, rel in EXPORTS.items():
         src, dst = work / rel, out / MODELS[name].file
         if not src.exists():
+            if dst.exists() and not (work / rel.split("/")[0]).exists():
+                kept.append(name)
+                sizes[name] = _size(dst)
+                continue
             raise MotionAdapterError(f"toy build export: {src} is missing (stage {rel.split('/')[0]} not finished)")
         tmp = dst.with_name(f".{dst.name}.tmp")
         if tmp.exists():
@@ -137,18 +170,25 @@ def export(work: Path, out: Path, summary: dict) -> dict:
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         tmp.rename(dst)
-        sizes[name] = sum(f.stat().st_size for f in dst.rglob("*") if f.is_file()) if dst.is_dir() \
-            else dst.stat().st_size
+        sizes[name] = _size(dst)
     total = sum(sizes.values())
+    stages = dict(summary.get("stages", {}))
+    if kept:  # the records of the stages that made the kept models, then this build's
+        stages = {**{k: v for k, v in old.get("stages", {}).items() if k not in stages}, **stages}
+        stages = {k: stages[k] for k in STAGES if k in stages}
     manifest = {"generation": dict(TOY_GENERATION),
                 "models": {n: {"file": MODELS[n].file, "kind": MODELS[n].kind, "size_bytes": s}
                            for n, s in sizes.items()},
-                "total_bytes": total, "quick": summary.get("quick", False), "stages": summary.get("stages", {})}
+                "total_bytes": total, "quick": summary.get("quick", False), "stages": stages}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     if total > MAX_TOTAL_BYTES and not summary.get("quick"):
         raise MotionAdapterError(f"toy build: the shipped weights total {total / 1e6:.1f} MB, more than the "
                                  f"{MAX_TOTAL_BYTES / 1e6:.0f} MB budget; shrink the models in shapes/configs/")
-    return {"total_bytes": total, "sizes": sizes}
+    return {"total_bytes": total, "sizes": sizes, "kept": kept}
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
 
 
 def build(out: str | Path | None = None, work: str | Path | None = None, quick: bool = False,
@@ -187,6 +227,9 @@ def build(out: str | Path | None = None, work: str | Path | None = None, quick: 
         else:
             if stage == "base":  # trained from scratch on the shapes vocabulary
                 write_shapes_tokenizer(work / "base" / "tokenizer")
+            if stage == "controlnet":
+                ensure_data(work, CONTROLNET_DATA, quick)
+                info["base"] = str(base_of(work))
             cfg = stage_config(stage, work, quick, progress)
             res = train(cfg, resume="latest")
             info.update(steps=res["steps"], final_loss=res["losses"][-1] if res["losses"] else None,

@@ -19,7 +19,7 @@ MANIFEST = "manifest.json"
 FAMILY = "shapes"
 DEFAULT_BASE = "shapes-base"
 DEFAULT_MOTION = "shapes-motion"
-BUILD_HINT = "Run `motion-adapters toy build` (about 60 min on 2 CPU cores) to train every shapes-world model."
+BUILD_HINT = "Run `motion-adapters toy build` (about 65 min on 2 CPU cores) to train every shapes-world model."
 #: generation defaults of the shapes world (overridden by the manifest of a build)
 TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 25, "guidance_scale": 4.0,
                   "fps": 8.0}
@@ -28,7 +28,7 @@ TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_ste
 @dataclass(frozen=True)
 class ShapesModel:
     name: str
-    kind: str          # sd_checkpoint | motion_module | motion_lora
+    kind: str          # sd_checkpoint | motion_module | motion_lora | controlnet
     file: str          # path inside the weights directory (a diffusers folder or a single file)
     description: str
     config: str | None = None  # the model whose folder describes this single-file base's architecture
@@ -50,6 +50,9 @@ MODELS: dict[str, ShapesModel] = {m.name: m for m in (
                 "motion module trained against the frozen shapes base (left/right/up/down)"),
     ShapesModel("shapes-zoom-lora", "motion_lora", "shapes-zoom-lora.safetensors",
                 "MotionLoRA teaching 'zooming in' from 24 clips"),
+    ShapesModel("shapes-silhouette-controlnet", "controlnet", "shapes-silhouette-controlnet.safetensors",
+                "ControlNet steering the shapes base with object silhouettes (white on black; preprocessor "
+                "'silhouette'), trained on frames of every motion and look"),
 )}
 
 

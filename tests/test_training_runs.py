@@ -390,3 +390,85 @@ def test_low_vram_keeps_frozen_weights_bf16_and_trains_fp32(tiny, toy, tmp_path,
             ours, ref = getattr(out, comp), getattr(base, comp)
             assert all(torch.equal(ours[k], ref[k]) for k in ref), comp
     assert _file_digests(tiny.base_a) == digests
+
+
+# ------------------------------------------------------------------------------------------------ controlnet
+def controlnet_values(tiny, data_path, out, **sections):
+    """Task controlnet on the tiny base: silhouettes of the toy clips, 2 steps."""
+    v = {"task": "controlnet", "model": {"base": str(tiny.base_a)},
+         "controlnet": {"preprocessor": "silhouette", "embedding_channels": [4, 8, 8, 16]},
+         "data": {"path": str(data_path), "sample": "frame", "resolution": 64},
+         "optim": {"lr": 1e-3},
+         "run": {"output_dir": str(out), "max_steps": 2, "batch_size": 2, "checkpoint_every": 100,
+                 "progress": False, "tensorboard": False, "seed": 7}}
+    for k, sub in sections.items():
+        v[k] = {**v.get(k, {}), **sub}
+    return v
+
+
+def test_controlnet_run_writes_our_file_and_leaves_the_base_bitwise_frozen(tiny, toy, tmp_path):
+    """Clips as independent frames (data.sample: clip), a validation image with its map, then the file:
+    diffusers ControlNetModel keys and config, kind controlnet, control kind silhouette."""
+    from diffusers import ControlNetModel
+    from safetensors import safe_open
+
+    from motion_adapters.training.trainer import Trainer
+
+    cfg = load_config(values=controlnet_values(
+        tiny, toy, tmp_path / "run", data={"sample": "clip", "num_frames": 2, "stride": 2},
+        validation={"prompts": ["a red square"], "steps": 1}))
+    tr = Trainer(cfg)
+    frozen = {f"{c}.{k}": v.detach().clone() for c, m in (("unet", tr.tm.unet), ("vae", tr.tm.vae),
+              ("te", tr.tm.text_encoder)) for k, v in m.state_dict().items()}
+    start = {k: v.detach().clone() for k, v in tr.task.controlnet.state_dict().items()}
+    result = tr.run()
+    assert len(result["losses"]) == 2 and all(torch.isfinite(torch.tensor(result["losses"])))
+    after = {f"{c}.{k}": v for c, m in (("unet", tr.tm.unet), ("vae", tr.tm.vae), ("te", tr.tm.text_encoder))
+             for k, v in m.state_dict().items()}
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert any(not torch.equal(start[k], v) for k, v in tr.task.controlnet.state_dict().items())
+    assert (tmp_path / "run" / "validation" / "step-000002-0.png").exists()
+    path = Path(result["outputs"]["controlnet"])
+    assert path.name == "controlnet.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    assert meta["motion_adapters.kind"] == "controlnet" and meta["motion_adapters.control_kind"] == "silhouette"
+    assert meta["motion_adapters.base_family"] == "sd15"
+    config = json.loads(meta["motion_adapters.config"])
+    assert not any(k.startswith("_") for k in config)
+    assert config["conditioning_embedding_out_channels"] == [4, 8, 8, 16]
+    training = json.loads(meta["motion_adapters.training"])
+    assert training["task"] == "controlnet" and training["steps"] == 2 and training["preprocessor"] == "silhouette"
+    model = ControlNetModel.from_config(config)
+    assert set(model.state_dict()) == set(tensors)
+    model.load_state_dict(tensors)
+    assert all(torch.equal(tensors[k], v) for k, v in tr.task.controlnet.state_dict().items())
+
+
+def test_controlnet_resume_after_an_interruption_gives_the_same_weights(tiny, toy, tmp_path, monkeypatch):
+    """A run stopped right after step 3 (checkpoint at step 2) and resumed from it ends bitwise where an
+    uninterrupted run ends (the SIGKILL variant of this test runs the motion_lora task)."""
+    from motion_adapters.training import trainer as trainer_mod
+    from motion_adapters.training.trainer import train
+
+    steps = {"max_steps": 4, "checkpoint_every": 2, "keep_checkpoints": 1}
+    ref = train(load_config(values=controlnet_values(tiny, toy, tmp_path / "ref", run=steps)))
+    cfg = load_config(values=controlnet_values(tiny, toy, tmp_path / "killed", run=steps))
+    log_step = trainer_mod.Trainer._log
+
+    def stop_at_3(self, loss, seconds, bar):
+        log_step(self, loss, seconds, bar)
+        if self.step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_log", stop_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    assert not (tmp_path / "killed" / "controlnet.safetensors").exists()
+    resumed = train(cfg, resume="latest")
+    assert resumed["steps"] == 4 and resumed["losses"] == ref["losses"]
+    a = _weights(ref["outputs"]["controlnet"])
+    b = _weights(resumed["outputs"]["controlnet"])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

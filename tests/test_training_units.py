@@ -55,6 +55,33 @@ def test_presets_validate_and_errors_name_the_key(tiny, toy):
     assert cfg.optim.lr == 5e-5 and cfg.optim.betas == (0.9, 0.99)
 
 
+def test_controlnet_preset_and_its_errors_are_one_line_naming_the_key(tiny, toy):
+    from motion_adapters.training.controlnet import embedding_channels
+
+    cfg = load_config("controlnet", overrides=[f"model.base={tiny.base_a}", f"data.path={toy}"])
+    assert cfg.task == "controlnet" and cfg.controlnet.preprocessor == "canny"
+    cn = base_values(tiny, toy, task="controlnet", model={"motion_module": None})
+    for override, message in (
+        ("controlnet.preprocessor=depth", r"^controlnet\.preprocessor: expected one of canny, silhouette, found "
+                                          r"'depth' \(it needs a depth estimator"),
+        ("controlnet.preprocessor=blur", r"^controlnet\.preprocessor: expected one of canny, silhouette, found 'blur'$"),
+        ("controlnet.conditioning_scale=-1", r"^controlnet\.conditioning_scale: expected a finite number >= 0"),
+        ("controlnet.embedding_channels=[16, 0]", r"^controlnet\.embedding_channels\[1\]: expected an integer >= 1"),
+        ("controlnet.scale=1", r"^controlnet\.scale: unknown key"),
+        (f"model.motion_module={tiny.mm_a_dir}", r"^model\.motion_module: task controlnet trains on the 2-D base"),
+    ):
+        with pytest.raises(ConfigError, match=message) as e:
+            load_config(values=cn, overrides=[override])
+        assert "\n" not in str(e.value)
+    assert load_config(values=cn, overrides=["data.sample=clip"]).data.sample == "clip"  # frames of clips
+    assert embedding_channels(cfg, {"block_out_channels": [32, 64, 64]}) == (16, 32, 96)
+    assert embedding_channels(cfg, {"block_out_channels": [1, 2, 3, 4]}) == (16, 32, 96, 256)
+    bad = load_config(values=cn, overrides=["controlnet.embedding_channels=[8, 16]"])
+    with pytest.raises(ConfigError, match=r"^controlnet\.embedding_channels: expected 3 entries \(the VAE "
+                                          r"downsamples 4x\), found 2"):
+        embedding_channels(bad, {"block_out_channels": [32, 64, 64]})
+
+
 def test_every_number_of_the_config_has_a_range_and_the_defaults_are_in_it():
     from motion_adapters.training.config import INTERVALS, RANGES, TrainConfig, check_ranges, numeric_fields
 

@@ -22,9 +22,11 @@ def cmd_train(args) -> int:
 def add_train_parser(subparsers) -> None:
     """Register the ``train`` subcommand."""
     p = subparsers.add_parser(
-        "train", help="train a motion module, MotionLoRA, spatial LoRA, spatial finetune, text-to-image base or VAE",
+        "train", help="train a motion module, MotionLoRA, spatial LoRA, spatial finetune, ControlNet, text-to-image "
+        "base or VAE",
         description="Train from one YAML config (a path, or a preset name: motion, motion_lora, spatial_lora, "
-        "spatial_full, joint, motiondirector, shipped in " + str(PRESET_DIR) + "; tasks t2i and vae: docs/training.md). "
+        "spatial_full, joint, motiondirector, controlnet, shipped in " + str(PRESET_DIR) + "; tasks t2i and vae: "
+        "docs/training.md). "
         "Runs under accelerate: single process, or multi-GPU / multi-node with `accelerate launch --config_file "
         + str(PRESET_DIR / "accelerate" / "ddp.yaml") + " -m motion_adapters train ...` "
         "or torchrun. Checkpoints go to OUTPUT_DIR/checkpoints (atomic); adapters to OUTPUT_DIR.",

@@ -18,10 +18,13 @@ from typing import Any, Literal
 
 import yaml
 
+from motion_adapters.clips.controls import NEEDS_A_MODEL, PREPROCESSORS
 from motion_adapters.errors import MotionAdapterError, yaml_problem
 
-TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae")
-NO_MOTION_TASKS = ("t2i", "vae")  # trained without a motion module
+TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae",
+         "controlnet")
+IMAGE_TASKS = ("t2i", "vae")  # trained on single images (data.sample: frame)
+NO_MOTION_TASKS = (*IMAGE_TASKS, "controlnet")  # trained without a motion module
 PRESET_DIR = Path(str(resources.files("motion_adapters.configs")))
 
 
@@ -163,9 +166,22 @@ class VaeTrainConfig:
 
 
 @dataclass
+class ControlNetTrainConfig:
+    """Task controlnet: a ``ControlNetModel`` copied from the base UNet learns to steer it from control maps
+    computed from each target frame (frames of clips are independent images)."""
+
+    preprocessor: str = "silhouette"  # a map preprocessor of motion_adapters.clips.controls (canny, silhouette)
+    # scale of the residuals in validation samples, recorded in the file's training summary (training uses 1)
+    conditioning_scale: float = 1.0
+    # channels of the conditioning embedding (the map encoder): one more entry than the VAE's downsamplers;
+    # empty: SD's (16, 32, 96, 256) cut to that length
+    embedding_channels: tuple[int, ...] = ()
+
+
+@dataclass
 class TrainConfig:
     task: Literal["motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i",
-                  "vae"] = "motion"
+                  "vae", "controlnet"] = "motion"
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +190,7 @@ class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
+    controlnet: ControlNetTrainConfig = field(default_factory=ControlNetTrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -237,6 +254,8 @@ RANGES: dict[str, str] = {
     "vae.latent_noise": "[0, inf)",
     "vae.kl_weight": "[0, inf)",
     "vae.l1_weight": "[0, inf)",
+    "controlnet.conditioning_scale": "[0, inf)",
+    "controlnet.embedding_channels": "[1, inf)",
 }
 
 
@@ -460,9 +479,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _merge(a: dict, b: dict) -> dict:
+    """``b`` over ``a``, section by section, in new dicts (overrides applied later never touch ``values``)."""
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = _merge(out[k] if isinstance(out.get(k), dict) else {}, v) if isinstance(v, dict) else v
     return out
 
 
@@ -486,12 +506,14 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"model.train_text_encoder: only task t2i trains the text encoder, found task {cfg.task}")
     if not cfg.data.path:
         raise ConfigError("data.path: expected a dataset folder (with metadata.csv or metadata.jsonl), found nothing")
-    if cfg.task in NO_MOTION_TASKS and cfg.data.sample != "frame":
+    if cfg.task in IMAGE_TASKS and cfg.data.sample != "frame":
         raise ConfigError(f"data.sample: task {cfg.task} trains on images; expected 'frame', found "
                           f"{cfg.data.sample!r}")
     if cfg.task not in ("motion", *NO_MOTION_TASKS) and not cfg.model.motion_module:
         raise ConfigError(f"model.motion_module: task {cfg.task} trains on top of an existing motion module; "
                           "expected its path, found nothing")
+    if cfg.task == "controlnet":
+        validate_controlnet(cfg)
     if cfg.data.resolution % 8:
         raise ConfigError(f"data.resolution: expected a multiple of 8 (VAE downsampling), found {cfg.data.resolution}")
     if cfg.data.num_frames > cfg.model.motion_max_seq_length and cfg.task == "motion" and not cfg.model.motion_module:
@@ -508,3 +530,15 @@ def validate(cfg: TrainConfig) -> None:
         if getattr(cfg.validation, key) % 8:
             raise ConfigError(f"validation.{key}: expected a multiple of 8 (VAE downsampling), found "
                               f"{getattr(cfg.validation, key)}")
+
+
+def validate_controlnet(cfg: TrainConfig) -> None:
+    """Task controlnet: a known preprocessor, a 2-D base (no motion module)."""
+    name = cfg.controlnet.preprocessor.strip().lower()
+    if name not in PREPROCESSORS:
+        needs = f" (it needs {NEEDS_A_MODEL[name]}, which this toolkit does not ship)" if name in NEEDS_A_MODEL else ""
+        raise ConfigError(f"controlnet.preprocessor: expected one of {', '.join(PREPROCESSORS)}, found "
+                          f"{cfg.controlnet.preprocessor!r}{needs}")
+    if cfg.model.motion_module:
+        raise ConfigError("model.motion_module: task controlnet trains on the 2-D base frame by frame; expected "
+                          f"nothing, found {cfg.model.motion_module!r}")

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import Dataset, Sampler
 
+from motion_adapters.clips.controls import compute_maps
 from motion_adapters.clips.media import (
     MediaError,
     clip_indices,
@@ -144,6 +145,7 @@ class LatentCache:
 
 
 def to_tensor(frames: list[np.ndarray], size: int, flip: bool) -> torch.Tensor:
+    """(F, 3, size, size) pixels in [-1, 1]: each frame resized, centre-cropped and (``flip``) mirrored."""
     arr = np.stack([resize_center_crop(f, size) for f in frames])
     if flip:
         arr = arr[:, :, ::-1]
@@ -151,11 +153,20 @@ def to_tensor(frames: list[np.ndarray], size: int, flip: bool) -> torch.Tensor:
     return t / 127.5 - 1.0
 
 
+def control_tensor(pixels: torch.Tensor, preprocessor: str) -> torch.Tensor:
+    """(F, 3, H, W) control maps in [0, 1] of (F, 3, H, W) pixels in [-1, 1] (what the model sees)."""
+    frames = ((pixels.permute(0, 2, 3, 1) + 1.0) / 2.0).clamp(0, 1).numpy().astype(np.float32)
+    maps = compute_maps(frames, preprocessor, label="controlnet.preprocessor")
+    return torch.from_numpy(np.ascontiguousarray(maps)).permute(0, 3, 1, 2).float()
+
+
 class VideoDataset(Dataset):
     """Items for stream positions: ``dict(kind, text, seed, pixels | latents, …)`` (see module docstring)."""
 
-    def __init__(self, cfg: DataConfig, seed: int, path: str | None = None, sample: str | None = None):
+    def __init__(self, cfg: DataConfig, seed: int, path: str | None = None, sample: str | None = None,
+                 control: str | None = None):
         self.cfg = cfg
+        self.control = control  # a preprocessor name: every item also gets ``control`` maps of its frames
         self.seed = seed
         self.sample = sample or cfg.sample
         self.folder = Path(path or cfg.path)
@@ -250,11 +261,18 @@ class VideoDataset(Dataset):
         item = {"kind": kind, "text": text, "file": entry.rel}
         if cached is not None:
             item["latent_mean"], item["latent_std"] = cached[0][indices], cached[1][indices]
+            if self.control:  # the maps need the frames even when their latents are cached
+                item["control"] = control_tensor(to_tensor(read_frames(entry.file, indices), cfg.resolution, flip),
+                                                 self.control)
         elif cache_path is not None:  # first visit: every frame, encoded and cached by the trainer
             item["pixels"] = to_tensor(read_frames(entry.file, list(range(n))), cfg.resolution, flip)
             item["indices"], item["cache_path"] = indices, str(cache_path)
+            if self.control:
+                item["control"] = control_tensor(item["pixels"][indices], self.control)
         else:
             item["pixels"] = to_tensor(read_frames(entry.file, indices), cfg.resolution, flip)
+            if self.control:
+                item["control"] = control_tensor(item["pixels"], self.control)
         return item
 
 

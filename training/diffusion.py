@@ -42,15 +42,18 @@ log = logging.getLogger(__name__)
 ENCODE_CHUNK = 16
 
 
-def enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator) -> dict:
-    """Gradient checkpointing and the attention backend; returns what is on (frozen dtype set by build_models)."""
+def enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator, extra: tuple = ()) -> dict:
+    """Gradient checkpointing and the attention backend of the UNet (and the diffusers models in ``extra``);
+    returns what is on (frozen dtype set by build_models)."""
     dtype = frozen_dtype(accelerator)
     on = {"gradient_checkpointing": cfg.run.gradient_checkpointing or cfg.run.low_vram,
           "adamw8bit": cfg.optim.optimizer == "adamw8bit" or cfg.run.low_vram,
           "mixed_precision": accelerator.mixed_precision, "attention": "sdpa",
           "frozen_dtype": str(dtype or torch.float32).removeprefix("torch."), "trainable_dtype": "float32"}
+    models = (tm.unet, *extra)
     if on["gradient_checkpointing"]:
-        tm.unet.enable_gradient_checkpointing()
+        for m in models:
+            m.enable_gradient_checkpointing()
     if cfg.run.attention == "xformers":
         try:
             import xformers  # noqa: F401
@@ -58,9 +61,42 @@ def enable_memory_savers(tm: TrainModels, cfg: TrainConfig, accelerator) -> dict
             raise ConfigError("run.attention: xformers is not installed; use sdpa (the default)") from e
         if accelerator.device.type != "cuda":
             raise ConfigError("run.attention: xformers needs a CUDA device, found " + accelerator.device.type)
-        tm.unet.enable_xformers_memory_efficient_attention()  # pragma: no cover - CUDA only
+        for m in models:  # pragma: no cover - CUDA only
+            m.enable_xformers_memory_efficient_attention()
         on["attention"] = "xformers"
     return on
+
+
+def encode_prompts(tokenizer, text_encoder: torch.nn.Module, texts: list[str], device) -> torch.Tensor:
+    """CLIP hidden states (B, 77, D) of ``texts`` (padded to the tokenizer's length)."""
+    tok = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    return text_encoder(tok.input_ids.to(device))[0]
+
+
+@torch.no_grad()
+def encode_items(vae: torch.nn.Module, items: list[dict], device) -> torch.Tensor:
+    """(B, C, F, h, w) scaled latents of the items' frames (or their cached distributions), each sampled from
+    the item's own seed, so cache hits and misses agree; a miss with a ``cache_path`` fills the cache."""
+    out = []
+    for it in items:
+        if "latent_mean" in it:
+            mean, std = it["latent_mean"], it["latent_std"]
+        else:
+            pix = it["pixels"].to(device, vae.dtype)
+            means, stds = [], []
+            for i in range(0, pix.shape[0], ENCODE_CHUNK):
+                dist = vae.encode(pix[i:i + ENCODE_CHUNK]).latent_dist
+                means.append(dist.mean.float().cpu())
+                stds.append(dist.std.float().cpu())
+            mean, std = torch.cat(means), torch.cat(stds)
+            if "cache_path" in it:
+                LatentCache.save(Path(it["cache_path"]), mean, std)
+                mean, std = mean[it["indices"]], std[it["indices"]]
+        g = torch.Generator().manual_seed(int(it["seed"]) ^ 0x5EED)
+        z = mean + std * torch.randn(mean.shape, generator=g)
+        out.append(z * vae.config.scaling_factor)
+    return torch.stack(out).permute(0, 2, 1, 3, 4).to(device)
 
 
 class DiffusionTask:
@@ -113,34 +149,12 @@ class DiffusionTask:
 
     # ------------------------------------------------------------------------------------------- encoding
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        tok = self.tm.tokenizer(texts, padding="max_length", max_length=self.tm.tokenizer.model_max_length,
-                                truncation=True, return_tensors="pt")
         with torch.set_grad_enabled(self.te_trains and torch.is_grad_enabled()):
-            return self.text_encoder(tok.input_ids.to(self.accelerator.device))[0]
+            return encode_prompts(self.tm.tokenizer, self.text_encoder, texts, self.accelerator.device)
 
-    @torch.no_grad()
     def encode_latents(self, items: list[dict]) -> torch.Tensor:
         """(B, C, F, h, w) latents, sampled from each item's own seed (cache hits and misses agree)."""
-        vae = self.tm.vae
-        out = []
-        for it in items:
-            if "latent_mean" in it:
-                mean, std = it["latent_mean"], it["latent_std"]
-            else:
-                pix = it["pixels"].to(self.accelerator.device, vae.dtype)
-                means, stds = [], []
-                for i in range(0, pix.shape[0], ENCODE_CHUNK):
-                    dist = vae.encode(pix[i:i + ENCODE_CHUNK]).latent_dist
-                    means.append(dist.mean.float().cpu())
-                    stds.append(dist.std.float().cpu())
-                mean, std = torch.cat(means), torch.cat(stds)
-                if "cache_path" in it:
-                    LatentCache.save(Path(it["cache_path"]), mean, std)
-                    mean, std = mean[it["indices"]], std[it["indices"]]
-            g = torch.Generator().manual_seed(int(it["seed"]) ^ 0x5EED)
-            z = mean + std * torch.randn(mean.shape, generator=g)
-            out.append(z * vae.config.scaling_factor)
-        return torch.stack(out).permute(0, 2, 1, 3, 4).to(self.accelerator.device)
+        return encode_items(self.tm.vae, items, self.accelerator.device)
 
     # ----------------------------------------------------------------------------------------------- losses
     def _forward(self, latents, texts, seeds, bypass: bool):

@@ -3,8 +3,9 @@
 The loop (seeding, the data stream, optimizer and LR schedule, gradient accumulation, clipping, EMA, atomic
 checkpoints and exact resume, ``log.jsonl`` / TensorBoard, the progress bar, the final export) is the same for
 every task; what differs per task (the models, the loss passes of a micro-batch, what is written at the end)
-is a :class:`~motion_adapters.training.task.Task`: :class:`~motion_adapters.training.diffusion.DiffusionTask`
-or, for ``vae``, :class:`~motion_adapters.training.autoencoder.AutoencoderTask`. Each loss pass of a
+is a :class:`~motion_adapters.training.task.Task`: :class:`~motion_adapters.training.diffusion.DiffusionTask`,
+for ``vae`` :class:`~motion_adapters.training.autoencoder.AutoencoderTask`, for ``controlnet``
+:class:`~motion_adapters.training.controlnet.ControlNetTask`. Each loss pass of a
 micro-batch is back-propagated separately (``no_sync`` for all but the last, so DDP reduces once).
 """
 
@@ -32,6 +33,7 @@ from motion_adapters.training.checkpoint import (
     trim_log,
 )
 from motion_adapters.training.config import TrainConfig
+from motion_adapters.training.controlnet import ControlNetTask
 from motion_adapters.training.data import FailureCounter, StreamSampler, VideoDataset, collate
 from motion_adapters.training.diffusion import DiffusionTask
 from motion_adapters.training.ema import EMA
@@ -46,6 +48,8 @@ def make_task(cfg: TrainConfig, accelerator) -> Task:
     """The task object of ``cfg.task`` (its models built on the accelerator's device)."""
     if cfg.task == "vae":
         return AutoencoderTask(cfg, accelerator)
+    if cfg.task == "controlnet":
+        return ControlNetTask(cfg, accelerator)
     return DiffusionTask(cfg, accelerator)
 
 
@@ -59,7 +63,8 @@ class Trainer:
         set_seed(cfg.run.seed)
         self.task = make_task(cfg, acc)
         self.memory = self.task.memory
-        self.dataset = VideoDataset(cfg.data, cfg.run.seed)
+        control = cfg.controlnet.preprocessor.strip().lower() if cfg.task == "controlnet" else None
+        self.dataset = VideoDataset(cfg.data, cfg.run.seed, control=control)
         self.failures = FailureCounter(cfg.data.max_failed_fraction, self.dataset.folder)
         groups = self.task.param_groups()
         self.trainable = [p for g in groups for p in g["params"]]

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from motion_adapters.shapes.build import EXPORTS, STAGES
 
@@ -49,6 +50,41 @@ def test_build_skips_finished_stages(built):
     out, work, _ = built
     again = build(out=out, work=work, quick=True, stages=["vae", "motion"], progress=False, log=lambda _m: None)
     assert all(info["skipped"] for info in again["stages"].values())
+
+
+def test_controlnet_stage_alone_starts_from_the_shipped_base_and_export_keeps_the_rest(built, tmp_path,
+                                                                                         monkeypatch):
+    """``toy build --stage controlnet --stage export`` in an empty work folder: the stage trains on the
+    registry's shapes-base and writes its own dataset; export adds the ControlNet and keeps every other model
+    (and the records of the stages that made them)."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from motion_adapters.hub import resolve_source
+    from motion_adapters.registry import get
+    from motion_adapters.shapes.build import build
+    from motion_adapters.shapes.models import ENV_DIR, MANIFEST, MODELS
+
+    out = tmp_path / "shipped"
+    shutil.copytree(built[0], out)
+    monkeypatch.setenv(ENV_DIR, str(out))
+    work = tmp_path / "work"
+    summary = build(out=out, work=work, quick=True, stages=["controlnet", "export"], progress=False,
+                    log=lambda _m: None)
+    assert summary["stages"]["controlnet"]["base"] == str(out / "shapes-base")
+    assert (work / "data" / "controlnet_images" / "metadata.csv").exists()
+    name = "shapes-silhouette-controlnet"
+    assert set(summary["stages"]["export"]["kept"]) == set(EXPORTS) - {name}
+    with safe_open(str(out / MODELS[name].file), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    assert meta["motion_adapters.kind"] == "controlnet" and meta["motion_adapters.control_kind"] == "silhouette"
+    assert dtypes == {torch.float16}
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["models"][name]["kind"] == "controlnet" and set(manifest["models"]) == set(EXPORTS)
+    assert {"vae", "base", "motion", "controlnet"} <= set(manifest["stages"])
+    assert get(name).kind == "controlnet" and resolve_source(name) == out / MODELS[name].file
 
 
 def test_registered_defaults_generate(registry):

@@ -1,0 +1,205 @@
+"""Task ``controlnet``: a ``ControlNetModel`` copied from the base UNet learns to steer the frozen base from
+control maps (diffusers' ``train_controlnet.py`` on the trainer's loop).
+
+Every frame is an independent image (the frames of a clip too): its control map is computed from the frame
+itself by the preprocessor ``controlnet.preprocessor`` (:mod:`motion_adapters.clips.controls`), its latent
+noised at its own timestep, and the loss is the frozen UNet's noise (or v) prediction MSE with the
+ControlNet's residuals added to its skip connections and mid block. The base UNet, VAE and text encoder never
+change; the result is one ``controlnet.safetensors`` in our format (diffusers ``ControlNetModel`` keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UNet2DConditionModel
+from PIL import Image
+
+from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
+from motion_adapters.files import atomic_file
+from motion_adapters.formats.controlnet import ControlNetWeights
+from motion_adapters.formats.ours import save_controlnet
+from motion_adapters.schedulers import make_scheduler
+from motion_adapters.swap import build_text_encoder, build_vae, materialize
+from motion_adapters.training.accelerator import frozen_dtype
+from motion_adapters.training.config import ConfigError, TrainConfig
+from motion_adapters.training.data import VideoDataset
+from motion_adapters.training.diffusion import enable_memory_savers, encode_items, encode_prompts
+from motion_adapters.training.losses import mse, sample_noise, target_for, train_scheduler
+from motion_adapters.training.model import cast_frozen, to_fp16_file
+from motion_adapters.training.task import LossPass
+from motion_adapters.training.train_models import TrainModels, resolve_base
+
+log = logging.getLogger(__name__)
+#: the conditioning embedding of SD 1.5 ControlNets (8× downsampling, as the SD VAE)
+SD_EMBEDDING_CHANNELS = (16, 32, 96, 256)
+OUTPUT = "controlnet.safetensors"
+
+
+def embedding_channels(cfg: TrainConfig, vae_config: dict) -> tuple[int, ...]:
+    """Channels of the map encoder: it downsamples the maps to the latent size, so one entry per VAE level."""
+    levels = len(vae_config["block_out_channels"])
+    chosen = tuple(cfg.controlnet.embedding_channels)
+    if not chosen:
+        return (SD_EMBEDDING_CHANNELS + (SD_EMBEDDING_CHANNELS[-1],) * levels)[:levels]
+    if len(chosen) != levels:
+        raise ConfigError(f"controlnet.embedding_channels: expected {levels} entries (the VAE downsamples "
+                          f"{2 ** (levels - 1)}x), found {len(chosen)} ({list(chosen)})")
+    return chosen
+
+
+def build_controlnet_models(cfg: TrainConfig, device, dtype: torch.dtype | None) -> tuple[TrainModels,
+                                                                                           ControlNetModel]:
+    """The frozen base (2-D UNet, VAE, text encoder; stored in ``dtype`` under mixed precision) and a trainable
+    fp32 ``ControlNetModel.from_unet`` of its UNet (zero convolutions: the base's output at step 0)."""
+    base_src, base_config = resolve_base(cfg)
+    base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None,
+                     tokenizer_dir=tokenizer_dir_of(base_config))
+    if base.vae is None or base.text_encoder is None:
+        raise ConfigError(f"model.base: task controlnet needs a complete checkpoint (UNet, VAE, text encoder), "
+                          f"found {cfg.model.base} without a {'VAE' if base.vae is None else 'text encoder'}")
+    channels = embedding_channels(cfg, base.configs["vae"])
+    ucfg = {k: v for k, v in base.configs["unet"].items() if not k.startswith("_")}
+    unet = materialize(lambda: UNet2DConditionModel.from_config(ucfg), base.unet, cfg.model.base, "UNet weights",
+                       torch.float32, "cpu")
+    torch.manual_seed(cfg.run.seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    unet.requires_grad_(False).eval()
+    if dtype is not None:
+        cast_frozen(unet, dtype)
+    vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, dtype or torch.float32, device)
+    te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, dtype or torch.float32,
+                            device)
+    vae.requires_grad_(False).eval()
+    te.requires_grad_(False).eval()
+    tm = TrainModels(unet.to(device), vae, te, load_tokenizer(base), base, None)
+    controlnet = controlnet.to(device).train()
+    tm.groups["controlnet"] = [n for n, _ in controlnet.named_parameters()]
+    return tm, controlnet
+
+
+def frame_seeds(seed: int, n: int) -> list[int]:
+    """One noise/timestep seed per frame of an item (frames of a clip are independent images)."""
+    return [int(s) for s in np.random.default_rng([seed, 17]).integers(0, 2**62, size=n)]
+
+
+class ControlNetTask:
+    """The trainer's task for ``controlnet`` (see the module docstring)."""
+
+    validates = True
+
+    def __init__(self, cfg: TrainConfig, accelerator):
+        self.cfg = cfg
+        self.accelerator = accelerator
+        self.preprocessor = cfg.controlnet.preprocessor.strip().lower()
+        self.tm, self.controlnet = build_controlnet_models(cfg, accelerator.device, frozen_dtype(accelerator))
+        self.memory = enable_memory_savers(self.tm, cfg, accelerator, extra=(self.controlnet,))
+        self.scheduler = train_scheduler(cfg.loss)
+        self.prepared_controlnet: torch.nn.Module = self.controlnet
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.controlnet
+
+    @property
+    def trained(self) -> torch.nn.Module:
+        return self.controlnet
+
+    def param_groups(self) -> list[dict]:
+        return [{"params": list(self.controlnet.parameters()), "lr": self.cfg.optim.lr, "name": "controlnet"}]
+
+    def prepared(self, model: torch.nn.Module, accelerator) -> None:
+        self.prepared_controlnet = model
+
+    # ----------------------------------------------------------------------------------------------- loss
+    def frames(self, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """Every frame of the micro-batch: latents (N, C, 1, h, w), maps (N, 3, H, W), text embeddings
+        (N, 77, D) and one seed per frame."""
+        device = self.accelerator.device
+        latents, maps, texts, seeds = [], [], [], []
+        for it in items:
+            z = encode_items(self.tm.vae, [it], device)[0].transpose(0, 1)  # (F, C, h, w)
+            latents.append(z)
+            maps.append(it["control"])
+            texts += [it["text"]] * z.shape[0]
+            seeds += frame_seeds(int(it["seed"]), z.shape[0])
+        with torch.no_grad():
+            emb = encode_prompts(self.tm.tokenizer, self.tm.text_encoder, texts, device)
+        return torch.cat(latents).unsqueeze(2), torch.cat(maps).to(device), emb, seeds
+
+    def loss(self, items: list[dict]) -> torch.Tensor:
+        """MSE of the frozen UNet's prediction with the ControlNet's residuals (one timestep per frame)."""
+        latents, maps, emb, seeds = self.frames(items)
+        noise, t = sample_noise(latents, seeds, self.cfg.loss, self.scheduler.config.num_train_timesteps)
+        noisy = self.scheduler.add_noise(latents, noise, t)[:, :, 0]
+        target = target_for(self.scheduler, latents, noise, t)[:, :, 0]
+        with self.accelerator.autocast():
+            down, mid = self.prepared_controlnet(noisy, t, encoder_hidden_states=emb, controlnet_cond=maps,
+                                                 return_dict=False)
+            dtype = self.tm.unet.dtype
+            pred = self.tm.unet(noisy.to(dtype), t, encoder_hidden_states=emb.to(dtype),
+                                down_block_additional_residuals=[r.to(dtype) for r in down],
+                                mid_block_additional_residual=mid.to(dtype)).sample
+        return mse(pred, target)
+
+    def passes(self, items: list[dict], step: int) -> list[LossPass]:
+        return [(lambda: self.loss(items), 1.0)]
+
+    # ----------------------------------------------------------------------------------------------- output
+    def weights(self) -> ControlNetWeights:
+        """The trained ControlNet in memory (fp32 copies on the CPU)."""
+        cn = self.controlnet
+        config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
+        sd = {k: v.detach().float().cpu().clone() for k, v in cn.state_dict().items()}
+        return ControlNetWeights(config=config, state_dict=sd, source_format="ours", control_kind=self.preprocessor,
+                                 family="sd15")
+
+    def export(self, out_dir: Path, training: dict) -> dict[str, str]:
+        summary = {**training, "preprocessor": self.preprocessor,
+                   "conditioning_scale": self.cfg.controlnet.conditioning_scale}
+        path = save_controlnet(self.weights(), out_dir / OUTPUT, summary)
+        if self.cfg.run.export_dtype == "fp16":
+            to_fp16_file(path)
+        return {"controlnet": str(path)}
+
+    @torch.no_grad()
+    def validate(self, out_dir: Path, step: int, tb) -> list[Path]:
+        """Per prompt one PNG: the control map of a data frame | the sample it steers | that frame."""
+        vc, cn = self.cfg.validation, self.controlnet
+        data = VideoDataset(dataclasses.replace(self.cfg.data, latent_cache=None), vc.seed, sample="frame",
+                            control=self.preprocessor)
+        pipe = StableDiffusionControlNetPipeline(
+            vae=self.tm.vae, text_encoder=self.tm.text_encoder, tokenizer=self.tm.tokenizer, unet=self.tm.unet,
+            controlnet=cn, scheduler=make_scheduler("ddim"), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        folder = out_dir / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        cn.eval()
+        paths = []
+        try:
+            for i, prompt in enumerate(vc.prompts):
+                item = data[i]
+                cond = item["control"][:1]
+                size = cond.shape[-1]
+                with self.accelerator.autocast():
+                    out = pipe(prompt=prompt, image=cond, height=size, width=size, num_inference_steps=vc.steps,
+                               guidance_scale=vc.guidance_scale, controlnet_conditioning_scale=
+                               self.cfg.controlnet.conditioning_scale,
+                               generator=torch.Generator("cpu").manual_seed(vc.seed), output_type="np")
+                frame = (item["pixels"][0].permute(1, 2, 0).numpy() + 1) / 2
+                row = [cond[0].permute(1, 2, 0).numpy(), np.asarray(out.images[0], dtype=np.float32), frame]
+                img = Image.fromarray((np.clip(np.concatenate(row, axis=1), 0, 1) * 255).round().astype(np.uint8))
+                path = folder / f"step-{step:06d}-{i}.png"
+                with atomic_file(path) as tmp:
+                    img.save(tmp)
+                paths.append(path)
+                if tb is not None:
+                    tb.add_image(f"validation/{i}", np.asarray(img), step, dataformats="HWC")
+        finally:
+            cn.train()
+        return paths
