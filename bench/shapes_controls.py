@@ -3,6 +3,7 @@ with fixed seeds, written with the machine it ran on.
 
     python bench/shapes_controls.py                                  # -> bench/results/shapes_controls.json
     python bench/shapes_controls.py --gif docs/v2v_controlnet.gif    # + the docs' side-by-side GIF
+    python bench/shapes_controls.py --gif-only --gif docs/v2v_controlnet.gif   # the GIF alone
     python bench/shapes_controls.py --stand-in --cn-n 4 --out /tmp/x.json   # ControlNet path, untrained stand-in
 
 The ControlNet arm runs when ``shapes-silhouette-controlnet`` is registered and built, and is skipped with a
@@ -25,6 +26,7 @@ from motion_adapters.clips.eval_cli import no_nan
 from motion_adapters.shapes.eval_controls import (
     CONTROLNET,
     eval_controls,
+    gif_only,
     parse_arms,
     stand_in_controlnet,
     table,
@@ -50,10 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the registered 25)")
     p.add_argument("--arm", action="append", default=None, metavar="BASE:STRENGTH",
                    help="a V2V arm (repeatable; default shapes-paper at 0, 0.6 and 1)")
+    p.add_argument("--motion-strength", type=float, default=1.0,
+                   help="of the V2V arms (0: the motion module's residual off, a diagnostic)")
     p.add_argument("--stand-in", action="store_true", help="ControlNet arm with an untrained stand-in")
     p.add_argument("--gif", default=None, help="also write the side-by-side GIF here")
+    p.add_argument("--gif-only", action="store_true", help="write only --gif (its 3 clips per strength), no JSON")
     p.add_argument("--out", default=str(RESULT))
     a = p.parse_args(argv)
+    if a.gif_only:
+        print(gif_only(a.gif or "docs/v2v_controlnet.gif", a.seed, a.steps,
+                       stand_in_controlnet() if a.stand_in else CONTROLNET,
+                       say=lambda m: print(m, file=sys.stderr, flush=True)))
+        return 0
     machine = machine_info()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     res = eval_controls(a.n, a.seed, a.steps, parse_arms(a.arm),
                         stand_in_controlnet() if a.stand_in else CONTROLNET, a.cn_n, a.gif,
-                        say=lambda m: print(m, file=sys.stderr, flush=True), on_arm=write)
+                        say=lambda m: print(m, file=sys.stderr, flush=True), on_arm=write,
+                        motion_strength=a.motion_strength)
     write(res)
     print(table(res))
     print(f"wrote {out}", file=sys.stderr)

@@ -160,14 +160,15 @@ def summarize_v2v(rows: list[dict], strength: float) -> dict:
 # -------------------------------------------------------------------------------------------------- arms
 
 def run_v2v(gen: VideoGenerator, n: int, strength: float, seed: int = 0, steps: int | None = None,
-            keep: int = 0, say: Say | None = None) -> tuple[list[dict], list[np.ndarray]]:
+            keep: int = 0, say: Say | None = None, motion_strength: float = 1.0) -> tuple[list[dict], list[np.ndarray]]:
     """``n`` V2V clips at ``strength`` on the generator's current base: per-clip rows and the first ``keep``
     outputs (uint8)."""
     rows, kept = [], []
     for i in range(n):
         spec, kind, centres, clip = path_clip(i, seed)
         t0 = time.perf_counter()
-        res = gen.generate(caption(spec), video=clip, strength=strength, seed=seed + i, num_inference_steps=steps)
+        res = gen.generate(caption(spec), video=clip, strength=strength, seed=seed + i, num_inference_steps=steps,
+                           motion_strength=motion_strength)
         frames = to_uint8(res.frames)
         row = score_v2v(frames, spec, centres, V2V_LOOK)
         row.update(index=i, path=kind, prompt=caption(spec), seed=seed + i, seconds=time.perf_counter() - t0)
@@ -226,18 +227,19 @@ def summarize_cn(rows: list[dict]) -> dict:
 def eval_controls(n: int = 32, seed: int = 0, steps: int | None = None, arms: tuple[tuple[str, float], ...] = ARMS,
                   controlnet: str | ControlNetModel | None = CONTROLNET, cn_n: int | None = None,
                   gif: str | Path | None = None, say: Say | None = None,
-                  on_arm: Callable[[dict], None] | None = None) -> dict:
+                  on_arm: Callable[[dict], None] | None = None, motion_strength: float = 1.0) -> dict:
     """Every V2V arm (``n`` clips each; ``(base, strength)`` pairs) and the ControlNet arm (``cn_n`` clips per
     side, default ``n``; skipped with a message when ``controlnet`` cannot run); ``gif``: also write the
-    side-by-side demo; ``on_arm``: called with the result so far after each arm (partial writes)."""
-    out: dict = {"n": n, "seed": seed, "steps": steps, "v2v": {}, "per_clip": {}}
+    side-by-side demo; ``on_arm``: called with the result so far after each arm (partial writes);
+    ``motion_strength``: of the V2V arms (0: without the motion module's effect, a diagnostic)."""
+    out: dict = {"n": n, "seed": seed, "steps": steps, "motion_strength": motion_strength, "v2v": {}, "per_clip": {}}
     keep = 3 if gif else 0
     gen = VideoGenerator(base=arms[0][0] if arms else V2V_BASE, motion="shapes-motion")
     v2v_frames = {}
     for base, s in arms:
         gen.load_base(base)
         t0 = time.perf_counter()
-        rows, kept = run_v2v(gen, n, s, seed, steps, keep, say)
+        rows, kept = run_v2v(gen, n, s, seed, steps, keep, say, motion_strength)
         name = f"{base}@{s:g}"
         out["v2v"][name] = dict(summarize_v2v(rows, s), base=base, seconds=time.perf_counter() - t0)
         out["per_clip"][f"v2v {name}"] = rows
@@ -322,6 +324,20 @@ def demo_gif(path: str | Path, v2v: dict[float, list[np.ndarray]], cn: dict[str,
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0, optimize=True)
     return out
+
+
+def gif_only(path: str | Path, seed: int = 0, steps: int | None = None,
+             controlnet: str | ControlNetModel | None = CONTROLNET, say: Say | None = None) -> Path:
+    """The side-by-side GIF alone: the first 3 V2V clips at every strength of :data:`STRENGTHS` (the same clips
+    and seeds as the evaluation's) and, when ``controlnet`` can run, the first ControlNet clip with and without."""
+    gen = VideoGenerator(base=V2V_BASE, motion="shapes-motion")
+    v2v = {s: run_v2v(gen, 3, s, seed, steps, 3, say)[1] for s in STRENGTHS}
+    cn: dict[str, list[np.ndarray]] = {}
+    if controlnet_status(controlnet) is None:
+        gen.load_base("shapes-base")
+        cn = {k: run_controlnet(gen, m, 1, seed, 1.0, steps, 1, say)[1] for k, m in (("with", controlnet),
+                                                                                    ("without", None))}
+    return demo_gif(path, v2v, cn, seed)
 
 
 def table(result: dict) -> str:
