@@ -255,18 +255,23 @@ def _motion(args, base: str) -> str | None:
 
 def _check_base(base: str) -> None:
     """A base given as a path is a model file or folder, told from its header (before anything loads)."""
-    path = Path(base)
+    _check_model_path("--base", base, KIND_SD, "an SD checkpoint", "a model path or registered name")
+
+
+def _check_model_path(flag: str, src: str, kind: str, what: str, expected: str) -> None:
+    """A model given by path exists, and a file's header says it is a ``kind`` (``what`` in the error)."""
+    path = Path(src)
     if not path.exists():
-        raise MotionAdapterError(f"--base {base}: expected a model path or registered name, found nothing at that "
-                                 "path")
+        raise MotionAdapterError(f"{flag} {src}: expected {expected}, found nothing at that path")
     if path.is_file():
         try:
-            kind = file_kind(path)
+            found = file_kind(path)
         except AdapterFormatError as e:
-            raise MotionAdapterError(f"--base {e}") from e
-        if kind != KIND_SD:
-            raise MotionAdapterError(f"--base {base}: expected an SD checkpoint, found a {kind.replace('_', ' ')} "
-                                     "file")
+            raise MotionAdapterError(f"{flag} {e}") from e
+        if found != kind:
+            name = found.replace("_", " ")
+            raise MotionAdapterError(f"{flag} {src}: expected {what}, found "
+                                     f"{name if name.startswith('unsupported') else f'a {name} file'}")
 
 
 def _output(args, opts: GenerateOptions) -> Path:
@@ -334,19 +339,7 @@ def _check_controlnet(model: str) -> None:
             raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found the registered "
                                      f"{kind.replace('_', ' ')} {model}")
         return
-    path = Path(model)
-    if not path.exists():
-        raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet path or registered name, found nothing "
-                                 "at that path")
-    if path.is_file():
-        try:
-            kind = file_kind(path)
-        except AdapterFormatError as e:
-            raise MotionAdapterError(f"--controlnet {e}") from e
-        if kind != KIND_CONTROLNET:
-            what = kind.replace("_", " ")
-            raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found "
-                                     f"{what if what.startswith('unsupported') else 'a ' + what + ' file'}")
+    _check_model_path("--controlnet", model, KIND_CONTROLNET, "a ControlNet", "a ControlNet path or registered name")
 
 
 def _map_paths(args, out: Path, n: int) -> list[Path]:

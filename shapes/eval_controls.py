@@ -160,15 +160,17 @@ def summarize_v2v(rows: list[dict], strength: float) -> dict:
 # -------------------------------------------------------------------------------------------------- arms
 
 def run_v2v(gen: VideoGenerator, n: int, strength: float, seed: int = 0, steps: int | None = None,
-            keep: int = 0, say: Say | None = None, motion_strength: float = 1.0) -> tuple[list[dict], list[np.ndarray]]:
-    """``n`` V2V clips at ``strength`` on the generator's current base: per-clip rows and the first ``keep``
-    outputs (uint8)."""
+            keep: int = 0, say: Say | None = None, motion_strength: float = 1.0,
+            controlnet: str | ControlNetModel | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """``n`` V2V clips at ``strength`` on the generator's current base (with ``controlnet``: also following the
+    input's silhouettes): per-clip rows and the first ``keep`` outputs (uint8)."""
+    cns = [ControlInput(controlnet, preprocessor="silhouette")] if controlnet is not None else None
     rows, kept = [], []
     for i in range(n):
         spec, kind, centres, clip = path_clip(i, seed)
         t0 = time.perf_counter()
         res = gen.generate(caption(spec), video=clip, strength=strength, seed=seed + i, num_inference_steps=steps,
-                           motion_strength=motion_strength)
+                           motion_strength=motion_strength, controlnets=cns)
         frames = to_uint8(res.frames)
         row = score_v2v(frames, spec, centres, V2V_LOOK)
         row.update(index=i, path=kind, prompt=caption(spec), seed=seed + i, seconds=time.perf_counter() - t0)
@@ -255,7 +257,15 @@ def eval_controls(n: int = 32, seed: int = 0, steps: int | None = None, arms: tu
         if say:
             say(why)
     else:
+        gen.load_base(V2V_BASE)  # video to video at 0.6 that also follows the input's silhouettes
+        t0 = time.perf_counter()
+        rows, _ = run_v2v(gen, n, 0.6, seed, steps, 0, say, motion_strength, controlnet)
+        out["v2v"][f"{V2V_BASE}@0.6+silhouette"] = dict(summarize_v2v(rows, 0.6), base=V2V_BASE,
+                                                         controlnet="silhouette", seconds=time.perf_counter() - t0)
+        out["per_clip"][f"v2v {V2V_BASE}@0.6+silhouette"] = rows
+        _decoded_light(out)
         gen.load_base("shapes-base")
+        gen.set_controlnets([])
         m = cn_n if cn_n is not None else n
         cn: dict = {"model": controlnet if isinstance(controlnet, str) else "live ControlNetModel (stand-in)",
                     "scale": 1.0}
@@ -368,22 +378,35 @@ def parse_arms(items: list[str] | None) -> tuple[tuple[str, float], ...]:
     return tuple((b, float(v)) for b, _, v in (it.rpartition(":") for it in items))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The evaluation's options (shared by this module's CLI and ``bench/shapes_controls.py``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--n", type=int, default=32, help="clips per V2V arm (default 32)")
     p.add_argument("--cn-n", type=int, default=None, help="clips per ControlNet arm (default --n)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first clip (clip i uses seed + i)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the registered 25)")
     p.add_argument("--arm", action="append", default=None, metavar="BASE:STRENGTH",
                    help=f"a V2V arm (repeatable; default {V2V_BASE} at 0, 0.6 and 1)")
+    p.add_argument("--motion-strength", type=float, default=1.0,
+                   help="of the V2V arms (0: the motion module's residual off, a diagnostic)")
     p.add_argument("--stand-in", action="store_true", help="run the ControlNet arm with an untrained stand-in "
                    "(exercises the code path; its numbers say nothing about ControlNets)")
-    p.add_argument("--json", default=None)
     p.add_argument("--gif", default=None, help="also write the side-by-side GIF here")
+    return p
+
+
+def run_parsed(a: argparse.Namespace, on_arm: Callable[[dict], None] | None = None) -> dict:
+    """:func:`eval_controls` with parsed :func:`build_parser` options, progress on stderr."""
+    return eval_controls(a.n, a.seed, a.steps, parse_arms(a.arm), stand_in_controlnet() if a.stand_in else CONTROLNET,
+                         a.cn_n, a.gif, say=lambda m: print(m, file=sys.stderr, flush=True), on_arm=on_arm,
+                         motion_strength=a.motion_strength)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser(__doc__.split("\n\n")[0])
+    p.add_argument("--json", default=None, help="also write the result as JSON here")
     a = p.parse_args(argv)
-    res = eval_controls(a.n, a.seed, a.steps, parse_arms(a.arm),
-                        stand_in_controlnet() if a.stand_in else CONTROLNET, a.cn_n, a.gif,
-                        say=lambda m: print(m, file=sys.stderr, flush=True))
+    res = run_parsed(a)
     print(table(res))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -33,9 +33,10 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert set(lib.names("lora")) == {"shapes-zoom-lora", "loras/strong-lora.safetensors",
                                       "trained/old-run/motion_lora.safetensors"}
     assert lib.names("dataset") == ["datasets/squares"]
-    assert lib.names("controlnet") == list(CONTROLNETS) and lib.resolve("controlnet", CONTROLNETS[0]).detail == "ControlNet"
+    assert lib.names("controlnet") == ["shapes-silhouette-controlnet", *CONTROLNETS]
+    assert lib.resolve("controlnet", CONTROLNETS[0]).detail == "ControlNet"
     assert not any("junk" in n or "notes" in n or "checkpoints" in n for n in lib.names())
-    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 2, "dataset": 1}
+    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "dataset": 1}
     entry = lib.resolve("motion", "strong-motion.safetensors")
     assert entry.path == (models / "strong-motion.safetensors").resolve() and entry.source == str(entry.path)
     assert lib.resolve("base", "shapes-navy").source == "shapes-navy"  # embedded: its registered name
