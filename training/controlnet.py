@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UNet2DConditionModel
+from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
 
-from motion_adapters.base import configs_from_folder, load_tokenizer, read_base, tokenizer_dir_of
+from motion_adapters.base import load_tokenizer
 from motion_adapters.files import atomic_file
 from motion_adapters.formats.controlnet import ControlNetWeights
 from motion_adapters.formats.ours import save_controlnet
 from motion_adapters.schedulers import make_scheduler
-from motion_adapters.swap import build_text_encoder, build_vae, materialize
+from motion_adapters.swap import build_text_encoder, build_vae
 from motion_adapters.training.accelerator import frozen_dtype
 from motion_adapters.training.config import ConfigError, TrainConfig
 from motion_adapters.training.data import VideoDataset
@@ -32,7 +32,7 @@ from motion_adapters.training.diffusion import enable_memory_savers, encode_item
 from motion_adapters.training.losses import mse, sample_noise, target_for, train_scheduler
 from motion_adapters.training.model import cast_frozen, to_fp16_file
 from motion_adapters.training.task import LossPass
-from motion_adapters.training.train_models import TrainModels, resolve_base
+from motion_adapters.training.train_models import TrainModels, read_complete_base, unet_2d
 
 log = logging.getLogger(__name__)
 #: the conditioning embedding of SD 1.5 ControlNets (8× downsampling, as the SD VAE)
@@ -56,16 +56,9 @@ def build_controlnet_models(cfg: TrainConfig, device, dtype: torch.dtype | None)
                                                                                            ControlNetModel]:
     """The frozen base (2-D UNet, VAE, text encoder; stored in ``dtype`` under mixed precision) and a trainable
     fp32 ``ControlNetModel.from_unet`` of its UNet (zero convolutions: the base's output at step 0)."""
-    base_src, base_config = resolve_base(cfg)
-    base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None,
-                     tokenizer_dir=tokenizer_dir_of(base_config))
-    if base.vae is None or base.text_encoder is None:
-        raise ConfigError(f"model.base: task controlnet needs a complete checkpoint (UNet, VAE, text encoder), "
-                          f"found {cfg.model.base} without a {'VAE' if base.vae is None else 'text encoder'}")
+    base = read_complete_base(cfg, "controlnet")
     channels = embedding_channels(cfg, base.configs["vae"])
-    ucfg = {k: v for k, v in base.configs["unet"].items() if not k.startswith("_")}
-    unet = materialize(lambda: UNet2DConditionModel.from_config(ucfg), base.unet, cfg.model.base, "UNet weights",
-                       torch.float32, "cpu")
+    unet = unet_2d(base, cfg.model.base, "cpu")
     torch.manual_seed(cfg.run.seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
     unet.requires_grad_(False).eval()

@@ -16,15 +16,13 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from motion_adapters.base import (
     BaseWeights,
-    configs_from_folder,
     is_diffusers_folder,
     load_tokenizer,
-    read_base,
     tokenizer_dir_of,
 )
-from motion_adapters.swap import build_text_encoder, build_vae, materialize
+from motion_adapters.swap import build_text_encoder, build_vae
 from motion_adapters.training.config import ConfigError, TrainConfig
-from motion_adapters.training.train_models import SPATIAL, TrainModels, resolve_base
+from motion_adapters.training.train_models import SPATIAL, TrainModels, read_complete_base, unet_2d
 
 
 def load_tokenizer_from(spec: str) -> CLIPTokenizer:
@@ -69,15 +67,8 @@ def build_t2i_models(cfg: TrainConfig, device):
         configs = {"unet": dict(unet.config), "vae": dict(vae.config), "text_encoder": te.config.to_dict()}
         base = BaseWeights("scratch", "scratch", "sd15", {}, None, None, configs)
     else:
-        base_src, base_config = resolve_base(cfg)
-        base = read_base(base_src, configs=configs_from_folder(base_config) if base_config else None,
-                         tokenizer_dir=tokenizer_dir_of(base_config))
-        if base.vae is None or base.text_encoder is None:
-            raise ConfigError(f"model.base: t2i needs a complete checkpoint (UNet, VAE, text encoder), "
-                              f"found {m.base} without a {'VAE' if base.vae is None else 'text encoder'}")
-        ucfg = {k: v for k, v in base.configs["unet"].items() if not k.startswith("_")}
-        unet = materialize(lambda: UNet2DConditionModel.from_config(ucfg), base.unet, m.base, "UNet weights",
-                           torch.float32, device)
+        base = read_complete_base(cfg, "t2i")
+        unet = unet_2d(base, m.base, device)
         vae = build_vae(base.configs["vae"], base.vae, m.base, torch.float32, device)
         te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, m.base, torch.float32, device)
         tokenizer = load_tokenizer(base)
