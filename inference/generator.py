@@ -176,9 +176,9 @@ class VideoGenerator:
         ``video`` (a video file, a folder of frames or an array (F, H, W, 3)): video to video at ``strength``
         (default 0.8; 0 = the input back through the VAE, 1 = from noise), diffusers' video-to-video semantics;
         the input is resampled evenly to ``num_frames`` (default: its own length) and resized to the clip's size,
-        each change noted in the log. ``controlnets``: ControlNets the clip follows (:class:`~.controlnets.
-        ControlInput`: model, control maps or a preprocessor applied to ``video``, scale, start/end fraction of
-        the steps), with or without ``video``; loaded on first use and kept (:meth:`set_controlnets`).
+        each change noted in the log. ``controlnets``: ControlNets the clip follows, with or without ``video``
+        (each a :class:`~.controlnets.ControlInput`: model, control maps or a preprocessor applied to ``video``,
+        scale, start/end fraction of the steps); loaded on first use and kept (:meth:`set_controlnets`).
 
         Before any step, a call whose estimated peak memory exceeds what the device has available is refused
         (:mod:`.memory`); ``check_memory=False`` skips that check. ``labels``: the names errors give the
