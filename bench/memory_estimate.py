@@ -48,6 +48,12 @@ GRID = [
     dict(num_frames=16, width=256, height=256, low_vram=True),
     dict(num_frames=24, width=160, height=96),
     dict(num_frames=8, width=384, height=384),
+    # video to video (the input encoded first) and ControlNets (the shipped silhouette one; 2 = it and a copy)
+    dict(num_frames=64, width=128, height=128, video=True),
+    dict(num_frames=16, width=256, height=256, video=True),
+    dict(num_frames=64, width=128, height=128, controlnets=1),
+    dict(num_frames=64, width=128, height=128, controlnets=2),
+    dict(num_frames=16, width=256, height=256, controlnets=1, video=True),
 ]
 
 
@@ -70,11 +76,12 @@ def child(point: dict, max_bytes: int) -> dict:
     point = dict(point)
     low_vram = point.pop("low_vram", False)
     gen = VideoGenerator(device="cpu", low_vram=low_vram)
+    inputs, n_cn, video = _inputs(point, gen)
     kw = {"prompt": "a red circle moving left", "num_inference_steps": 1, "guidance_scale": 4.0, "seed": 0, **point}
     opts = GenerateOptions.validate(**kw, max_seq=gen.motion_config["motion_max_seq_length"],
-                                    sample_size=gen._default_size())
-    est = gen.estimate_memory(opts)
-    row = dict(point=point | {"low_vram": low_vram}, windows=opts.context_length,
+                                    sample_size=gen._default_size(), strength=1.0 if video else None)
+    est = gen.estimate_memory(opts, controlnets=n_cn, video=video)
+    row = dict(point=point | {"low_vram": low_vram, "controlnets": n_cn, "video": video}, windows=opts.context_length,
                decode_chunk=opts.decode_chunk_size or (2 if low_vram else 16), estimate=est.needed,
                peak_phase=est.peak_phase, phases=est.phases)
     if est.needed > max_bytes:
@@ -91,13 +98,36 @@ def child(point: dict, max_bytes: int) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
     base = _rss("VmRSS")
     t0 = time.perf_counter()
-    clip = gen.generate(**kw, check_memory=False)
+    clip = gen.generate(**kw, **inputs, check_memory=False)
     generate_peak = _rss("VmHWM") - base
     with tempfile.TemporaryDirectory() as tmp:
         write_clip(to_uint8(clip.frames), Path(tmp) / "clip.gif", fps=8)
     measured = _rss("VmHWM") - base
     return row | dict(measured=measured, measured_denoise=denoise_peak[0], measured_generate=generate_peak, seconds=time.perf_counter() - t0,
                       ratio=round(est.needed / measured, 2))
+
+
+def _inputs(point: dict, gen) -> tuple[dict, int, bool]:
+    """The point's video and ControlNets as ``generate`` arguments (popped from ``point``); the ControlNets are
+    loaded now, so their weights count as loaded models, not as the generation's growth."""
+    import shutil
+
+    import numpy as np
+
+    from motion_adapters.inference.controlnets import ControlInput
+    from motion_adapters.registry import model_path
+
+    n_cn, video = int(point.pop("controlnets", 0)), bool(point.pop("video", False))
+    frames = np.random.default_rng(0).random((point["num_frames"], point["height"], point["width"], 3),
+                                             dtype=np.float32)
+    models = ["shapes-silhouette-controlnet"]
+    if n_cn > 1:
+        copy = Path(tempfile.mkdtemp()) / "copy.safetensors"
+        shutil.copyfile(model_path(models[0]), copy)
+        models.append(str(copy))
+    controls = [ControlInput(m, frames=frames) for m in models[:n_cn]]
+    gen.set_controlnets([c.model for c in controls])
+    return {"video": frames if video else None, "controlnets": controls or None}, n_cn, video
 
 
 def reestimate() -> None:
@@ -111,12 +141,13 @@ def reestimate() -> None:
     for row in data["grid"]:
         point = dict(row["point"])
         low_vram = point.pop("low_vram")
+        n_cn, video = int(point.pop("controlnets", 0)), bool(point.pop("video", False))
         gen = gens.get(low_vram) or gens.setdefault(low_vram, VideoGenerator(device="cpu", low_vram=low_vram))
         kw = {"prompt": "a red circle moving left", "num_inference_steps": 1, "guidance_scale": 4.0, "seed": 0,
               **point}
         opts = GenerateOptions.validate(**kw, max_seq=gen.motion_config["motion_max_seq_length"],
-                                        sample_size=gen._default_size())
-        est = gen.estimate_memory(opts)
+                                        sample_size=gen._default_size(), strength=1.0 if video else None)
+        est = gen.estimate_memory(opts, controlnets=n_cn, video=video)
         row.update(estimate=est.needed, peak_phase=est.peak_phase, phases=est.phases)
         if "measured" in row:
             row["ratio"] = round(est.needed / row["measured"], 2)

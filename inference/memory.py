@@ -47,6 +47,7 @@ FRAGMENTATION = 1.2
 DEFAULT_DECODE_CHUNK = 16
 LOW_VRAM_DECODE_CHUNK = 2
 DEFAULT_TOKENS = 77
+COND_EMBED = 16  # channels of a ControlNet's first conditioning-embedding conv (SD's and the shapes world's)
 _HINT_DEFAULTS = {"low_vram": "low_vram=True", "skip_memory_check": "check_memory=False"}
 
 
@@ -86,7 +87,7 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
     the component in use is moved onto the GPU for its phase, so it counts there. ``prompt_tokens``: the
     length of one encoded prompt (77 per chunk of a long prompt). ``controlnets``: how many ControlNets run
     beside the UNet (each a copy of its down and middle blocks, whose residuals are held until the UNet adds
-    them). ``video``: video to video, whose input frames are first encoded by the VAE, a chunk at a time.
+    them, behind a conditioning embedding at pixel resolution). ``video``: video to video, whose input frames are first encoded by the VAE, a chunk at a time.
     """
     device = str(device)
     cuda = device.startswith("cuda")
@@ -105,7 +106,9 @@ def estimate_generation(opts: GenerateOptions, unet_config: Mapping, vae_config:
                         for i, (c, n) in enumerate(zip(ch, per_block, strict=True)))
     work = max(UNET_WORK * c / 4**i for i, c in enumerate(ch))
     p["unet_activations"] = int(b * batch * lh * lw * (skips + work))
-    p["controlnet_activations"] = int(controlnets * b * batch * lh * lw * (2 * skips + work))
+    # each ControlNet: its residuals (skip-sized), held until the UNet adds them, and its conditioning embedding,
+    # which runs at pixel resolution (the maps and their first conv); its own work peaks before the UNet's
+    p["controlnet_activations"] = int(controlnets * b * batch * (lh * lw * skips + height * width * (3 + COND_EMBED)))
     latent = frames * unet_config.get("in_channels", 4) * lh * lw * max(b, 4)
     p["latents"] = LATENT_COPIES * latent * (2 if opts.free_init_iters else 1)
     p["prompt_embeddings"] = EMBED_COPIES * batch * prompt_tokens * unet_config.get("cross_attention_dim", 768) * b
