@@ -401,8 +401,8 @@ def cmd_generate(args) -> int:
                           check_memory=not args.skip_memory_check, labels=LABELS)
     recipe = {**result.recipe, "fps": fps}
     write_clip(result.frames, out, fps=fps, recipe=recipe)
-    for path, maps in zip(map_paths, result.control_maps, strict=False):
-        write_clip(maps, path, fps=fps)
+    for path, maps, entry in zip(map_paths, result.control_maps, recipe["controlnets"], strict=False):
+        write_clip(maps, path, fps=fps, recipe={"control_maps_of": str(out), "controlnet": entry})
     t2 = time.perf_counter()
     print(f"wrote {out} ({result.frames.shape[0]} frames, {result.frames.shape[2]}x{result.frames.shape[1]}, "
           f"seed {opts.seed}) in {t2 - t0:.1f}s (load {t1 - t0:.1f}s, generate {t2 - t1:.1f}s)")

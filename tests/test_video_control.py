@@ -344,6 +344,7 @@ def test_cli_controlnet_with_saved_maps_and_recipe(tiny, tmp_path):
     assert first["control_kind"] == "depth" and second["control_kind"] == "openpose"
     maps = read_frames(tmp_path / "a.control1.gif")
     assert maps.shape == (4, 64, 64, 3) and set(np.unique(maps)) <= {0, 255}  # canny edges
-    assert (tmp_path / "a.control2.gif").exists()
+    assert read_recipe(tmp_path / "a.control2.gif") == {"control_maps_of": str(tmp_path / "a.gif"),
+                                                        "controlnet": second}
     assert cli(["generate", "--from", str(tmp_path / "a.gif"), "--out", str(tmp_path / "b.gif")]) == 0
     assert np.array_equal(read_frames(tmp_path / "a.gif"), read_frames(tmp_path / "b.gif"))
