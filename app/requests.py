@@ -16,6 +16,7 @@ from motion_adapters.app import config as C
 from motion_adapters.clips.controls import PREPROCESSORS
 from motion_adapters.clips.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from motion_adapters.errors import MotionAdapterError
+from motion_adapters.inference.controlnets import check_control_numbers
 from motion_adapters.inference.options import (
     GenerateOptions,
     OptionLimits,
@@ -120,11 +121,8 @@ class ControlSlot:
 
     def checked(self, slot: int, has_video: bool, max_upload_bytes: float) -> CheckedControl:
         label = f"{LABELS['controlnets']} {slot}"
-        scale = as_float(f"{label} scale", self.scale, 0.0, C.MAX_CONTROL_SCALE)
-        start, end = as_float(f"{label} start", self.start, 0.0, 1.0), as_float(f"{label} end", self.end, 0.0, 1.0)
-        if start >= end:
-            raise BadRequest(f"{label} start/end: expected start < end (fractions of the steps), found {start:g} "
-                             f"and {end:g}")
+        with bad_request():
+            scale, start, end = check_control_numbers(label, self.scale, self.start, self.end, C.MAX_CONTROL_SCALE)
         if self.source not in CONTROL_SOURCES:
             raise BadRequest(f"{label} control: expected one of {', '.join(CONTROL_SOURCES)}, found {self.source!r}")
         if self.source == MAPS:

@@ -70,12 +70,7 @@ def control_inputs(items: Iterable[ControlRequest] | None, *, label: str = "cont
         else:
             raise MotionAdapterError(f"{name}: expected a ControlInput, a dict or (model, frames[, scale]), "
                                      f"found {type(item).__name__}")
-        scale = finite_number(f"{name} scale", ci.scale, 0.0, MAX_CONTROL_SCALE)
-        start = finite_number(f"{name} start", ci.start, 0.0, 1.0)
-        end = finite_number(f"{name} end", ci.end, 0.0, 1.0)
-        if start >= end:
-            raise MotionAdapterError(f"{name} start/end: expected start < end (fractions of the steps), found "
-                                     f"{start:g} and {end:g}")
+        scale, start, end = check_control_numbers(name, ci.scale, ci.start, ci.end)
         if ci.frames is None and not ci.preprocessor:
             raise MotionAdapterError(f"{name}: expected control maps (frames=) or a preprocessor to compute them "
                                      "from the video, found neither")
@@ -85,6 +80,19 @@ def control_inputs(items: Iterable[ControlRequest] | None, *, label: str = "cont
     if twice:
         raise MotionAdapterError(f"{label}: expected each ControlNet once, found {twice[0]!r} twice")
     return out
+
+
+def check_control_numbers(name: str, scale, start, end,
+                          max_scale: float = MAX_CONTROL_SCALE) -> tuple[float, float, float]:
+    """A ControlNet's scale (0 to ``max_scale``) and the fraction of the steps it acts on (0 ≤ start < end ≤ 1),
+    errors naming ``name``."""
+    scale = finite_number(f"{name} scale", scale, 0.0, max_scale)
+    start = finite_number(f"{name} start", start, 0.0, 1.0)
+    end = finite_number(f"{name} end", end, 0.0, 1.0)
+    if start >= end:
+        raise MotionAdapterError(f"{name} start/end: expected start < end (fractions of the steps), found "
+                                 f"{start:g} and {end:g}")
+    return scale, start, end
 
 
 @dataclass
