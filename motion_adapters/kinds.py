@@ -14,6 +14,8 @@ KIND_MOTION_LORA = "motion_lora"
 KIND_SPATIAL_LORA = "spatial_lora"
 KIND_SD = "sd_checkpoint"
 KIND_CONTROLNET = "controlnet"
+KIND_SPARSECTRL = "sparsectrl"
+KIND_IP_ADAPTER = "ip_adapter"
 T2I_ADAPTER = "unsupported: a T2I-Adapter, not a ControlNet"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import MotionAdapterError
 
 ENTRY_POINT_GROUP = "motion_adapters.models"
-KINDS = ("sd_checkpoint", "motion_module", "motion_lora", "spatial_lora", "controlnet")
+KINDS = ("sd_checkpoint", "motion_module", "motion_lora", "spatial_lora", "controlnet", "sparsectrl", "ip_adapter")
 
 
 @dataclass(frozen=True)
