@@ -1,7 +1,7 @@
 """Our adapter format: one ``.safetensors`` per adapter with a self-describing ``__metadata__`` header.
 
 Header keys (all strings): ``motion_adapters.format_version``, ``.kind`` (motion_module | motion_lora |
-spatial_lora | controlnet), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
+spatial_lora | controlnet | sparsectrl), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
 motion modules, the LoRA rank/targets for LoRAs, the ``ControlNetModel`` config for ControlNets, with
 ``.control_kind`` beside it), ``.groupnorm`` (the normalisation convention the weights
 were trained with), ``.training`` (JSON summary of the training run, when there is one) and ``.toolkit``.
@@ -78,3 +78,11 @@ def save_controlnet(cn, path: str | Path, training: Mapping | None = None) -> Pa
     if cn.control_kind:
         md[f"{PREFIX}control_kind"] = cn.control_kind
     return save_safetensors_atomic(cn.state_dict, path, md)
+
+
+def save_sparsectrl(sc, path: str | Path, training: Mapping | None = None) -> Path:
+    """Save a :class:`~motion_adapters.formats.sparsectrl.SparseCtrlWeights` in our format (diffusers
+    ``SparseControlNetModel`` keys; the config and the control kind, ``rgb`` or ``scribble``, in the header)."""
+    md = build_metadata("sparsectrl", sc.family, sc.config, training)
+    md[f"{PREFIX}control_kind"] = sc.control_kind
+    return save_safetensors_atomic(sc.state_dict, path, md)
