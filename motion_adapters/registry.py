@@ -35,7 +35,7 @@ class RegisteredModel:
 
 
 _MODELS: dict[str, RegisteredModel] = {}
-_DEFAULTS: dict[str, str] = {}             # role ("base" / "motion") -> registered name
+_DEFAULTS: dict[str, str] = {}             # role ("base" / "motion" / "sparsectrl") -> registered name
 _lock = threading.RLock()
 _loaded = False
 
@@ -115,6 +115,13 @@ def default_motion_for(base: str | Path) -> str | None:
     """The default motion module when it fits ``base`` (a registered base of the same family), else None."""
     motion = default("motion")
     return motion if motion is not None and same_family(base, motion) else None
+
+
+def default_sparsectrl_for(base: str | Path) -> str | None:
+    """The default SparseCtrl encoder (role ``sparsectrl``) when one is registered, built, and of ``base``'s
+    family: what animates a picture on that base when no encoder is named."""
+    name = default("sparsectrl")
+    return name if name is not None and same_family(base, name) and is_available(name) else None
 
 
 def generation_defaults(name: str) -> dict:
