@@ -22,7 +22,7 @@ from motion_adapters.clips.controls import NEEDS_A_MODEL, PREPROCESSORS
 from motion_adapters.errors import MotionAdapterError, yaml_problem
 
 TASKS = ("motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i", "vae",
-         "controlnet")
+         "controlnet", "sparsectrl")
 IMAGE_TASKS = ("t2i", "vae")  # trained on single images (data.sample: frame)
 NO_MOTION_TASKS = (*IMAGE_TASKS, "controlnet")  # trained without a motion module
 PRESET_DIR = Path(str(resources.files("motion_adapters.configs")))
@@ -179,9 +179,30 @@ class ControlNetTrainConfig:
 
 
 @dataclass
+class SparseCtrlTrainConfig:
+    """Task sparsectrl: a ``SparseControlNetModel`` (the base UNet's encoder with the motion module's temporal
+    layers) learns to steer the frozen base + motion module from a few conditioned keyframes of each clip.
+
+    Each clip draws its keyframes (from its own seed): only the first frame with ``first_prob``, the first and
+    the last with ``first_last_prob``, none (unconditional) with ``uncond_prob``, otherwise 1 to
+    ``max_keyframes`` frames at random positions (SparseCtrl's random sparse masks)."""
+
+    kind: Literal["rgb", "scribble"] = "rgb"  # rgb: the keyframes' VAE latents; scribble: maps of preprocessor
+    preprocessor: str = "silhouette"  # kind scribble: a map preprocessor of motion_adapters.clips.controls
+    max_keyframes: int = 3
+    first_prob: float = 0.4
+    first_last_prob: float = 0.2
+    uncond_prob: float = 0.1
+    # scale of the residuals in validation samples, recorded in the file's training summary (training uses 1)
+    conditioning_scale: float = 1.0
+    # kind scribble: channels of the map encoder (one entry per VAE level; empty: SD's cut to that length)
+    embedding_channels: tuple[int, ...] = ()
+
+
+@dataclass
 class TrainConfig:
     task: Literal["motion", "motion_lora", "spatial_lora", "spatial_full", "joint", "motiondirector", "t2i",
-                  "vae", "controlnet"] = "motion"
+                  "vae", "controlnet", "sparsectrl"] = "motion"
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -191,6 +212,7 @@ class TrainConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     vae: VaeTrainConfig = field(default_factory=VaeTrainConfig)
     controlnet: ControlNetTrainConfig = field(default_factory=ControlNetTrainConfig)
+    sparsectrl: SparseCtrlTrainConfig = field(default_factory=SparseCtrlTrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -256,6 +278,12 @@ RANGES: dict[str, str] = {
     "vae.l1_weight": "[0, inf)",
     "controlnet.conditioning_scale": "[0, inf)",
     "controlnet.embedding_channels": "[1, inf)",
+    "sparsectrl.max_keyframes": "[1, inf)",
+    "sparsectrl.first_prob": "[0, 1]",
+    "sparsectrl.first_last_prob": "[0, 1]",
+    "sparsectrl.uncond_prob": "[0, 1]",
+    "sparsectrl.conditioning_scale": "[0, inf)",
+    "sparsectrl.embedding_channels": "[1, inf)",
 }
 
 
@@ -514,6 +542,8 @@ def validate(cfg: TrainConfig) -> None:
                           "expected its path, found nothing")
     if cfg.task == "controlnet":
         validate_controlnet(cfg)
+    if cfg.task == "sparsectrl":
+        validate_sparsectrl(cfg)
     if cfg.data.resolution % 8:
         raise ConfigError(f"data.resolution: expected a multiple of 8 (VAE downsampling), found {cfg.data.resolution}")
     if cfg.data.num_frames > cfg.model.motion_max_seq_length and cfg.task == "motion" and not cfg.model.motion_module:
@@ -532,13 +562,39 @@ def validate(cfg: TrainConfig) -> None:
                               f"{getattr(cfg.validation, key)}")
 
 
-def validate_controlnet(cfg: TrainConfig) -> None:
-    """Task controlnet: a known preprocessor, a 2-D base (no motion module)."""
-    name = cfg.controlnet.preprocessor.strip().lower()
+def check_preprocessor(key: str, value: str) -> None:
+    """``value`` names a map preprocessor this toolkit ships (the error names ``key``)."""
+    name = value.strip().lower()
     if name not in PREPROCESSORS:
         needs = f" (it needs {NEEDS_A_MODEL[name]}, which this toolkit does not ship)" if name in NEEDS_A_MODEL else ""
-        raise ConfigError(f"controlnet.preprocessor: expected one of {', '.join(PREPROCESSORS)}, found "
-                          f"{cfg.controlnet.preprocessor!r}{needs}")
+        raise ConfigError(f"{key}: expected one of {', '.join(PREPROCESSORS)}, found {value!r}{needs}")
+
+
+def validate_controlnet(cfg: TrainConfig) -> None:
+    """Task controlnet: a known preprocessor, a 2-D base (no motion module)."""
+    check_preprocessor("controlnet.preprocessor", cfg.controlnet.preprocessor)
     if cfg.model.motion_module:
         raise ConfigError("model.motion_module: task controlnet trains on the 2-D base frame by frame; expected "
                           f"nothing, found {cfg.model.motion_module!r}")
+
+
+def validate_sparsectrl(cfg: TrainConfig) -> None:
+    """Task sparsectrl: clips (keyframes of a clip), the motion module it starts from, keyframe probabilities
+    that leave room for each other, a known preprocessor for scribble encoders."""
+    sc = cfg.sparsectrl
+    if cfg.data.sample != "clip":
+        raise ConfigError(f"data.sample: task sparsectrl conditions keyframes of clips; expected 'clip', found "
+                          f"{cfg.data.sample!r}")
+    total = sc.first_prob + sc.first_last_prob + sc.uncond_prob
+    if total > 1 + 1e-9:
+        raise ConfigError(f"sparsectrl.uncond_prob: sparsectrl.first_prob + first_last_prob + uncond_prob must be "
+                          f"at most 1, found {sc.first_prob:g} + {sc.first_last_prob:g} + {sc.uncond_prob:g} = "
+                          f"{total:g}")
+    if sc.max_keyframes > cfg.data.num_frames:
+        raise ConfigError(f"sparsectrl.max_keyframes: expected at most data.num_frames ({cfg.data.num_frames}), "
+                          f"found {sc.max_keyframes}")
+    if sc.kind == "scribble":
+        check_preprocessor("sparsectrl.preprocessor", sc.preprocessor)
+    elif sc.embedding_channels:
+        raise ConfigError("sparsectrl.embedding_channels: an rgb encoder takes latents (no map encoder); expected "
+                          f"nothing, found {list(sc.embedding_channels)}")

@@ -42,12 +42,16 @@ OUTPUT = "controlnet.safetensors"
 
 def embedding_channels(cfg: TrainConfig, vae_config: dict) -> tuple[int, ...]:
     """Channels of the map encoder: it downsamples the maps to the latent size, so one entry per VAE level."""
+    return map_embedding_channels(tuple(cfg.controlnet.embedding_channels), vae_config, "controlnet.embedding_channels")
+
+
+def map_embedding_channels(chosen: tuple[int, ...], vae_config: dict, key: str) -> tuple[int, ...]:
+    """``chosen`` (the config value under ``key``) checked against the VAE's levels, or SD's cut to them."""
     levels = len(vae_config["block_out_channels"])
-    chosen = tuple(cfg.controlnet.embedding_channels)
     if not chosen:
         return (SD_EMBEDDING_CHANNELS + (SD_EMBEDDING_CHANNELS[-1],) * levels)[:levels]
     if len(chosen) != levels:
-        raise ConfigError(f"controlnet.embedding_channels: expected {levels} entries (the VAE downsamples "
+        raise ConfigError(f"{key}: expected {levels} entries (the VAE downsamples "
                           f"{2 ** (levels - 1)}x), found {len(chosen)} ({list(chosen)})")
     return chosen
 

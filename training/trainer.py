@@ -5,7 +5,8 @@ checkpoints and exact resume, ``log.jsonl`` / TensorBoard, the progress bar, the
 every task; what differs per task (the models, the loss passes of a micro-batch, what is written at the end)
 is a :class:`~motion_adapters.training.task.Task`: :class:`~motion_adapters.training.diffusion.DiffusionTask`,
 for ``vae`` :class:`~motion_adapters.training.autoencoder.AutoencoderTask`, for ``controlnet``
-:class:`~motion_adapters.training.controlnet.ControlNetTask`. Each loss pass of a
+:class:`~motion_adapters.training.controlnet.ControlNetTask`, for ``sparsectrl``
+:class:`~motion_adapters.training.sparsectrl.SparseCtrlTask`. Each loss pass of a
 micro-batch is back-propagated separately (``no_sync`` for all but the last, so DDP reduces once).
 """
 
@@ -39,6 +40,7 @@ from motion_adapters.training.diffusion import DiffusionTask
 from motion_adapters.training.ema import EMA
 from motion_adapters.training.model import TrainModels
 from motion_adapters.training.optim import build_lr_scheduler, build_optimizer
+from motion_adapters.training.sparsectrl import SparseCtrlTask
 from motion_adapters.training.task import Task
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,18 @@ def make_task(cfg: TrainConfig, accelerator) -> Task:
         return AutoencoderTask(cfg, accelerator)
     if cfg.task == "controlnet":
         return ControlNetTask(cfg, accelerator)
+    if cfg.task == "sparsectrl":
+        return SparseCtrlTask(cfg, accelerator)
     return DiffusionTask(cfg, accelerator)
+
+
+def control_of(cfg: TrainConfig) -> str | None:
+    """The map preprocessor whose maps every data item carries (controlnet, scribble sparsectrl), else None."""
+    if cfg.task == "controlnet":
+        return cfg.controlnet.preprocessor.strip().lower()
+    if cfg.task == "sparsectrl" and cfg.sparsectrl.kind == "scribble":
+        return cfg.sparsectrl.preprocessor.strip().lower()
+    return None
 
 
 class Trainer:
@@ -63,8 +76,7 @@ class Trainer:
         set_seed(cfg.run.seed)
         self.task = make_task(cfg, acc)
         self.memory = self.task.memory
-        control = cfg.controlnet.preprocessor.strip().lower() if cfg.task == "controlnet" else None
-        self.dataset = VideoDataset(cfg.data, cfg.run.seed, control=control)
+        self.dataset = VideoDataset(cfg.data, cfg.run.seed, control=control_of(cfg))
         self.failures = FailureCounter(cfg.data.max_failed_fraction, self.dataset.folder)
         groups = self.task.param_groups()
         self.trainable = [p for g in groups for p in g["params"]]
