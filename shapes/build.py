@@ -14,14 +14,16 @@ motion     motion          motion module against the frozen base
 zoom_lora  motion_lora     "zooming in" MotionLoRA from 24 clips
 hq         spatial_full    VideoCrafter2-style spatial finetune on hq images, + LDM file
 controlnet controlnet      silhouette ControlNet on the base (frames of clips of every motion and look)
+sparsectrl sparsectrl      RGB SparseCtrl encoder on the base + motion module (keyframes of clips)
 export     (copy)          fp16 weights + ``manifest.json`` into the registry directory
 =========  ==============  ======================================================================
 
 A stage is skipped when its ``DONE.json`` exists; an interrupted stage resumes from its newest checkpoint.
 A stage finds its inputs in the work folder; ``controlnet`` starts from the shipped ``shapes-base`` when the
-work folder has no finished base, and writes its dataset when the data stage did not. ``export`` keeps a model
+work folder has no finished base, and writes its dataset when the data stage did not; ``sparsectrl`` likewise
+starts from the shipped base and ``shapes-motion`` when the work folder has none. ``export`` keeps a model
 already in OUT whose stage did not run in this work folder (``--stage controlnet --stage export`` adds the
-ControlNet to the shipped models).
+ControlNet to the shipped models; ``--stage sparsectrl --stage export`` the SparseCtrl encoder).
 ``quick=True`` shrinks data and steps to a smoke test (seconds per stage; the weights are useless).
 """
 
@@ -37,24 +39,33 @@ import yaml
 
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.shapes.data import write_dataset
-from motion_adapters.shapes.models import DEFAULT_BASE, MANIFEST, MODELS, TOY_GENERATION, toy_dir
+from motion_adapters.shapes.models import (
+    DEFAULT_BASE,
+    DEFAULT_MOTION,
+    MANIFEST,
+    MODELS,
+    TOY_GENERATION,
+    toy_dir,
+)
 from motion_adapters.shapes.tokenizer import write_shapes_tokenizer
 from motion_adapters.training.config import load_config
 from motion_adapters.training.model import to_fp16_file
 from motion_adapters.training.trainer import train
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "controlnet", "export")
+STAGES = ("data", "vae", "base", "navy", "paper", "motion", "zoom_lora", "hq", "controlnet", "sparsectrl",
+          "export")
 #: planned minutes on 2 idle CPU cores: each stage's time in the last end-to-end build from scratch (seventh session,
 #: 60.9 min with zoom_lora at 2,000 steps; at 1,000 steps that stage is half as long, so the build is about 55.5).
 #: Seconds per step vary by day and by the minute on this machine: vae 0.22-0.27, base 0.18-0.21, navy 0.11-0.14,
 #: paper 0.11-0.13, motion 0.21-0.25, zoom_lora 0.25-0.32, hq 0.2-0.32.
 BUDGET_MIN = {"data": 0.3, "vae": 4.8, "base": 16.8, "navy": 3.9, "paper": 1.1, "motion": 21.3,
-              "zoom_lora": 5.4, "hq": 1.9, "controlnet": 10.0, "export": 0.1}
+              "zoom_lora": 5.4, "hq": 1.9, "controlnet": 10.0, "sparsectrl": 15.0, "export": 0.1}
 MAX_TOTAL_BYTES = 30_000_000
 QUICK_RUN = {"run.max_steps": 1, "run.batch_size": 2, "run.checkpoint_every": 1000, "optim.warmup_steps": 0}
 DONE = "DONE.json"
 CONTROLNET_DATA = "controlnet_images"  # the dataset of data.yaml the controlnet stage trains on
+SPARSECTRL_DATA = "sparsectrl_clips"  # the dataset of data.yaml the sparsectrl stage trains on
 
 
 def default_out() -> Path:
@@ -78,6 +89,8 @@ def _stage_values(stage: str, work: Path) -> tuple[str, dict]:
         "hq": ("hq.yaml", {"data": {"path": str(d / "hq_images")}, "model": {"base": base, "motion_module": mm}}),
         "controlnet": ("controlnet.yaml", {"data": {"path": str(d / CONTROLNET_DATA)},
                                            "model": {"base": str(base_of(work))}}),
+        "sparsectrl": ("sparsectrl.yaml", {"data": {"path": str(d / SPARSECTRL_DATA)},
+                                           "model": {"base": str(base_of(work)), "motion_module": str(motion_of(work))}}),
     }
     name, values = table[stage]
     values["run"] = {"output_dir": str(work / stage)}
@@ -100,6 +113,14 @@ def base_of(work: Path) -> Path:
     if (work / "base" / DONE).exists():
         return work / "base" / "base"
     return toy_dir() / MODELS[DEFAULT_BASE].file
+
+
+def motion_of(work: Path) -> Path:
+    """The motion module the sparsectrl stage copies and steers: the work folder's when its stage finished,
+    else the shipped one."""
+    if (work / "motion" / DONE).exists():
+        return work / "motion" / "motion_module.safetensors"
+    return toy_dir() / MODELS[DEFAULT_MOTION].file
 
 
 def write_data(work: Path, quick: bool = False, names: list[str] | None = None) -> dict:
@@ -137,6 +158,7 @@ EXPORTS = {  # registered name -> file inside the work dir
     "shapes-motion": "motion/motion_module.safetensors",
     "shapes-zoom-lora": "zoom_lora/motion_lora.safetensors",
     "shapes-silhouette-controlnet": "controlnet/controlnet.safetensors",
+    "shapes-rgb-sparsectrl": "sparsectrl/sparsectrl.safetensors",
 }
 
 
@@ -230,6 +252,9 @@ def build(out: str | Path | None = None, work: str | Path | None = None, quick: 
             if stage == "controlnet":
                 ensure_data(work, CONTROLNET_DATA, quick)
                 info["base"] = str(base_of(work))
+            if stage == "sparsectrl":
+                ensure_data(work, SPARSECTRL_DATA, quick)
+                info.update(base=str(base_of(work)), motion_module=str(motion_of(work)))
             cfg = stage_config(stage, work, quick, progress)
             res = train(cfg, resume="latest")
             info.update(steps=res["steps"], final_loss=res["losses"][-1] if res["losses"] else None,

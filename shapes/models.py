@@ -19,6 +19,7 @@ MANIFEST = "manifest.json"
 FAMILY = "shapes"
 DEFAULT_BASE = "shapes-base"
 DEFAULT_MOTION = "shapes-motion"
+DEFAULT_SPARSECTRL = "shapes-rgb-sparsectrl"
 BUILD_HINT = "Run `motion-adapters toy build` (about 65 min on 2 CPU cores) to train every shapes-world model."
 #: generation defaults of the shapes world (overridden by the manifest of a build)
 TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 25, "guidance_scale": 4.0,
@@ -28,7 +29,7 @@ TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_ste
 @dataclass(frozen=True)
 class ShapesModel:
     name: str
-    kind: str          # sd_checkpoint | motion_module | motion_lora | controlnet
+    kind: str          # sd_checkpoint | motion_module | motion_lora | controlnet | sparsectrl
     file: str          # path inside the weights directory (a diffusers folder or a single file)
     description: str
     config: str | None = None  # the model whose folder describes this single-file base's architecture
@@ -53,6 +54,9 @@ MODELS: dict[str, ShapesModel] = {m.name: m for m in (
     ShapesModel("shapes-silhouette-controlnet", "controlnet", "shapes-silhouette-controlnet.safetensors",
                 "ControlNet steering the shapes base with object silhouettes (white on black; preprocessor "
                 "'silhouette'), trained on frames of every motion and look"),
+    ShapesModel("shapes-rgb-sparsectrl", "sparsectrl", "shapes-rgb-sparsectrl.safetensors",
+                "RGB SparseCtrl encoder for the shapes base + motion module: pictures as keyframes (image to "
+                "video: the first frame; first + last), trained on clips of every direction"),
 )}
 
 
@@ -87,7 +91,7 @@ def is_built() -> bool:
 def register() -> None:
     """Register every shapes model (the ``motion_adapters.models`` entry point)."""
     for m in MODELS.values():
-        role = {DEFAULT_BASE: "base", DEFAULT_MOTION: "motion"}.get(m.name)
+        role = {DEFAULT_BASE: "base", DEFAULT_MOTION: "motion", DEFAULT_SPARSECTRL: "sparsectrl"}.get(m.name)
         registry.register(registry.RegisteredModel(
             name=m.name, kind=m.kind, locate=lambda f=m.file: toy_dir() / f, description=m.description,
             family=FAMILY, config=m.config, defaults=lambda n=m.name: generation_defaults(n), build_hint=BUILD_HINT),

@@ -87,6 +87,40 @@ def test_controlnet_stage_alone_starts_from_the_shipped_base_and_export_keeps_th
     assert get(name).kind == "controlnet" and resolve_source(name) == out / MODELS[name].file
 
 
+def test_sparsectrl_stage_alone_starts_from_the_shipped_base_and_motion_module(built, tmp_path, monkeypatch):
+    """``toy build --stage sparsectrl --stage export`` in an empty work folder: the stage trains on the
+    registry's shapes-base and shapes-motion and writes its own clips; export adds the encoder in fp16, keeps
+    every other model, and the registry makes it the shapes base's default SparseCtrl encoder."""
+    import shutil
+
+    from safetensors import safe_open
+
+    from motion_adapters.registry import default_sparsectrl_for, get
+    from motion_adapters.shapes.build import build
+    from motion_adapters.shapes.models import ENV_DIR, MANIFEST, MODELS
+
+    out = tmp_path / "shipped"
+    shutil.copytree(built[0], out)
+    monkeypatch.setenv(ENV_DIR, str(out))
+    work = tmp_path / "work"
+    summary = build(out=out, work=work, quick=True, stages=["sparsectrl", "export"], progress=False,
+                    log=lambda _m: None)
+    info = summary["stages"]["sparsectrl"]
+    assert info["base"] == str(out / "shapes-base") and info["motion_module"] == str(out / MODELS["shapes-motion"].file)
+    assert (work / "data" / "sparsectrl_clips" / "metadata.csv").exists()
+    name = "shapes-rgb-sparsectrl"
+    assert set(summary["stages"]["export"]["kept"]) == set(EXPORTS) - {name}
+    with safe_open(str(out / MODELS[name].file), "pt") as f:
+        meta = f.metadata()
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    assert meta["motion_adapters.kind"] == "sparsectrl" and meta["motion_adapters.control_kind"] == "rgb"
+    assert dtypes == {torch.float16}
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["models"][name]["kind"] == "sparsectrl" and set(manifest["models"]) == set(EXPORTS)
+    assert {"vae", "base", "motion", "sparsectrl"} <= set(manifest["stages"])
+    assert get(name).kind == "sparsectrl" and default_sparsectrl_for("shapes-base") == name
+
+
 def test_registered_defaults_generate(registry):
     from motion_adapters.inference import VideoGenerator
 
