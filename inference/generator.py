@@ -262,8 +262,10 @@ class VideoGenerator:
             max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(), labels=labels,
         )
         if strength is not None and source is None and not still:
+            found = "keyframes for a SparseCtrl encoder" if encoder is not None else "none"
             raise MotionAdapterError(f"{n.get('strength', 'strength')}: applies to video to video only; expected a "
-                                     f"{n.get('video', 'video')} with it, found none")
+                                     f"{n.get('video', 'video')} (or a lone {n.get('image', 'image')} without a "
+                                     f"SparseCtrl encoder) with it, found {found}")
         placed = place_keyframes(pictures, opts.num_frames, n)
         if encoder is not None and uses_free_noise(opts):
             raise MotionAdapterError(f"{n.get('sparsectrl', 'sparsectrl')}: keyframes run diffusers' SparseCtrl "
