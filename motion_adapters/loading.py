@@ -61,7 +61,7 @@ FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_mode
 # diffusers folders of other control models, refused by name
 _OTHER_CONTROL_CLASSES = {"T2IAdapter": T2I_ADAPTER, "MultiAdapter": T2I_ADAPTER}
 # what a file of each kind is called where another kind was expected
-_FOUND = {KIND_SPARSECTRL: "a SparseCtrl encoder (a ControlNet with motion modules)", KIND_IP_ADAPTER: "an IP-Adapter"}
+_FOUND = {KIND_SPARSECTRL: "a SparseCtrl encoder", KIND_IP_ADAPTER: "an IP-Adapter"}
 
 
 def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = None) -> MotionModuleWeights:
@@ -291,7 +291,7 @@ def _found_text(kind: str, expect: str | None) -> str:
     """What was found, for a refusal: a SparseCtrl encoder passed as a motion module is named as not one."""
     text = _FOUND.get(kind, f"a {kind.replace('_', ' ')}")
     if kind == KIND_SPARSECTRL and expect == KIND_MOTION:
-        return f"{text}, not a motion module"
+        return f"{text}, not a motion module (a ControlNet with motion modules, for keyframe conditioning)"
     return text
 
 

@@ -345,13 +345,16 @@ def _factory(component: str, config: Mapping) -> Callable[[], torch.nn.Module]:
     raise ValueError(component)
 
 
+_LABELS = {"sparsectrl": "SparseCtrl"}
+
+
 def validate_component(component: str, config: Mapping, state_dict: Mapping[str, torch.Tensor], source,
                        hint: str | None = None) -> None:
     """Check a converted component against the architecture its config describes (meta build, no memory)."""
     expected = _meta_state_dict(component, json.dumps(dict(config), sort_keys=True, default=list))
     try:
         plan_copy(expected, {k: v for k, v in state_dict.items() if not k.endswith("position_ids")},
-                  source, f"{component.replace('_', ' ')} weights")
+                  source, f"{_LABELS.get(component, component.replace('_', ' '))} weights")
     except AdapterFormatError as e:
         if hint:
             raise AdapterFormatError(source, e.expected, e.found, hint) from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from ..errors import AdapterFormatError
@@ -137,14 +138,16 @@ def ip_adapter_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mappi
 
 
 def _check_pairs(ip: Mapping[str, torch.Tensor], source) -> None:
+    """Every layer id 1, 3, 5, … up to the highest has its ``to_k_ip`` and ``to_v_ip``, and nothing else is there."""
     found = {(int(m[1]), m[2]) for k in ip if (m := _ID_RE.fullmatch(k))}
-    n = len(found) // 2
-    want = {(2 * i + 1, kv) for i in range(n) for kv in "kv"}
+    top = max((i for i, _ in found), default=-1)
+    want = [(i, kv) for i in range(1, top + 1, 2) for kv in "kv"]
+    missing = [f"{i}.to_{kv}_ip.weight" for i, kv in want if (i, kv) not in found]
     extra = sorted(set(ip) - {f"{i}.to_{kv}_ip.weight" for i, kv in want})
-    if found != want or extra:
+    if missing or extra:
+        what = f"no {missing[0]!r}" if missing else f"an unexpected key {extra[0]!r}"
         raise AdapterFormatError(source, "ip_adapter keys 1, 3, 5, … each with to_k_ip and to_v_ip",
-                                 f"{len(ip)} keys{f', e.g. {extra[0]!r}' if extra else ' with gaps'}",
-                                 "The file may be truncated.")
+                                 f"{what} among its {len(ip)} keys", "The file may be truncated or a variant.")
 
 
 # ------------------------------------------------------------------------------------------- fitting a base
@@ -221,7 +224,7 @@ def read_image_encoder(folder: str | Path) -> tuple[CLIPVisionModelWithProjectio
         raise AdapterFormatError(folder, expected, f"a config of model_type {cfg.get('model_type')!r}")
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
         raise AdapterFormatError(folder, expected, f"weights that do not load ({str(e).splitlines()[0]})") from None
     if (folder / "preprocessor_config.json").is_file():
         processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
