@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from diffusers import AnimateDiffSparseControlNetPipeline, SparseControlNetModel
 from PIL import Image, ImageDraw
-from safetensors import safe_open
 
 from motion_adapters.clips.eval_cli import no_nan
 from motion_adapters.inference.generator import VideoGenerator
+from motion_adapters.kinds import KIND_SPARSECTRL
+from motion_adapters.loading import load_adapter
 from motion_adapters.registry import is_available, is_registered, model_path
 from motion_adapters.schedulers import make_scheduler
 from motion_adapters.shapes.data import render_clip
@@ -43,6 +44,7 @@ from motion_adapters.shapes.models import (
     generation_defaults,
 )
 from motion_adapters.shapes.world import DIRECTIONS, HELDOUT, Spec, caption
+from motion_adapters.swap import build_sparsectrl
 
 ENCODER = DEFAULT_SPARSECTRL
 ARMS = ("i2v", "first_last", "text_only")
@@ -65,14 +67,9 @@ def case(index: int, seed: int = 0, frames: int = 8, size: int = 32) -> tuple[Sp
 
 
 def load_encoder(src: str | Path = ENCODER) -> SparseControlNetModel:
-    """A SparseCtrl encoder from our ``.safetensors`` (a path or a registered name): config from the header."""
+    """A live SparseCtrl encoder (fp32, eval) from a file or a registered name."""
     path = model_path(str(src)) if is_registered(str(src)) else Path(src)
-    with safe_open(str(path), "pt") as f:
-        config = json.loads(f.metadata()["motion_adapters.config"])
-        tensors = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    model = SparseControlNetModel.from_config(config)
-    model.load_state_dict(tensors)
-    return model.eval().requires_grad_(False)
+    return build_sparsectrl(load_adapter(path, expect=KIND_SPARSECTRL), torch.float32, "cpu").eval()
 
 
 def encoder_status(src: str | Path | SparseControlNetModel | None = ENCODER) -> str | None:
