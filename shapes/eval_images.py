@@ -12,6 +12,8 @@ its positions are fresh draws. Three arms over the same cases and noise seeds:
 * **text only** (``text_only``): the same prompts without the encoder, the baseline that shows the encoder
   is what places the object (its frame 0 is compared with the picture the other arms got).
 
+Clips come from ``VideoGenerator.generate`` (``keyframes={frame: picture}``, ``sparsectrl=`` the encoder).
+
 ``python -m motion_adapters.shapes.eval_images --n 32 --json out.json --gif docs/image_to_video.gif``
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AnimateDiffSparseControlNetPipeline, SparseControlNetModel
+from diffusers import SparseControlNetModel
 from PIL import Image, ImageDraw
 
 from motion_adapters.clips.eval_cli import no_nan
@@ -34,7 +36,6 @@ from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.kinds import KIND_SPARSECTRL
 from motion_adapters.loading import load_adapter
 from motion_adapters.registry import is_available, is_registered, model_path
-from motion_adapters.schedulers import make_scheduler
 from motion_adapters.shapes.data import render_clip
 from motion_adapters.shapes.evaluate import evaluate_clip
 from motion_adapters.shapes.models import (
@@ -87,35 +88,23 @@ def encoder_status(src: str | Path | SparseControlNetModel | None = ENCODER) -> 
 
 class Animator:
     """The shapes base + motion module with a SparseCtrl encoder: clips from keyframes ``{frame: picture}``
-    (diffusers' ``AnimateDiffSparseControlNetPipeline`` on the generator's own modules), or from text alone."""
+    through ``VideoGenerator.generate(keyframes=…, sparsectrl=…)``, or from text alone."""
 
-    def __init__(self, encoder: SparseControlNetModel | None, base: str = DEFAULT_BASE, motion: str = DEFAULT_MOTION):
+    def __init__(self, encoder: str | Path | SparseControlNetModel | None, base: str = DEFAULT_BASE,
+                 motion: str = DEFAULT_MOTION):
         self.gen = VideoGenerator(base=base, motion=motion)
         self.defaults = generation_defaults(base)
-        p = self.gen.pipe
-        self.pipe = None
-        if encoder is not None:
-            self.pipe = AnimateDiffSparseControlNetPipeline(
-                vae=p.vae, text_encoder=p.text_encoder, tokenizer=p.tokenizer, unet=p.unet,
-                motion_adapter=p.motion_adapter, controlnet=encoder, scheduler=p.scheduler)
-            self.pipe.set_progress_bar_config(disable=True)
+        self.encoder = encoder
 
     def __call__(self, prompt: str, seed: int, keyframes: dict[int, np.ndarray] | None = None,
                  steps: int | None = None, scale: float = 1.0) -> np.ndarray:
         """uint8 (F, H, W, 3) clip: with ``keyframes`` through the encoder, else text only."""
-        d = self.defaults
-        steps = steps or int(d["num_inference_steps"])
+        steps = steps or int(self.defaults["num_inference_steps"])
         if not keyframes:
             return to_uint8(self.gen.generate(prompt, seed=seed, num_inference_steps=steps).frames)
-        order = sorted(keyframes)
-        self.pipe.scheduler = make_scheduler("ddim")  # what the generator's own calls use
-        torch.manual_seed(seed)  # the pipeline encodes the pictures with a sampled latent
-        out = self.pipe(prompt=prompt, num_frames=int(d["num_frames"]), height=int(d["height"]),
-                        width=int(d["width"]), num_inference_steps=steps, guidance_scale=float(d["guidance_scale"]),
-                        conditioning_frames=[Image.fromarray(keyframes[k]) for k in order],
-                        controlnet_frame_indices=order, controlnet_conditioning_scale=scale,
-                        generator=torch.Generator("cpu").manual_seed(seed), output_type="np")
-        return to_uint8(np.asarray(out.frames[0], dtype=np.float32))
+        res = self.gen.generate(prompt, seed=seed, num_inference_steps=steps, keyframes=keyframes,
+                                sparsectrl=self.encoder, sparsectrl_scale=scale)
+        return to_uint8(res.frames)
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -200,7 +189,7 @@ def eval_images(n: int = 32, seed: int = 0, steps: int | None = None, arms: tupl
     """Every arm over ``n`` cases (the encoder arms skipped with a message when ``encoder`` cannot run);
     ``gif``: also write the demo; ``on_arm``: called with the result so far after each arm."""
     why = encoder_status(encoder)
-    model = None if why else (encoder if isinstance(encoder, SparseControlNetModel) else load_encoder(encoder))
+    model = None if why else encoder   # a path or registered name is read by the generator
     anim = Animator(model)
     out: dict = {"n": n, "seed": seed, "steps": steps or anim.defaults["num_inference_steps"],
                  "encoder": encoder if not isinstance(encoder, SparseControlNetModel) else "live SparseControlNetModel",
