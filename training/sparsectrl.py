@@ -121,6 +121,12 @@ def new_encoder(cfg: TrainConfig, base, motion: MotionModuleWeights) -> tuple[Sp
     if report["not_from_module"]:
         raise ConfigError(f"model.motion_module: the encoder's temporal layers need {report['not_from_module'][:3]}"
                           f" that the motion module does not have")
+    # diffusers' encoder normalises its temporal layers with the base's group count, not the module's
+    groups = {"motion_module": motion.config.get("motion_norm_num_groups"), "encoder": config["norm_num_groups"]}
+    if groups["motion_module"] != groups["encoder"]:
+        log.warning("the encoder's temporal GroupNorms use %s groups (the base's), the motion module's %s: its "
+                    "copied weights start under another grouping", groups["encoder"], groups["motion_module"])
+    report["norm_groups"] = groups
     return encoder, report
 
 
@@ -241,7 +247,8 @@ class SparseCtrlTask:
                                  "max_random": sc.max_keyframes},
                    "motion_module": self.cfg.model.motion_module,
                    "motion_keys_copied": len(self.copied["copied"]),
-                   "motion_keys_left_out": len(self.copied["not_in_encoder"])}
+                   "motion_keys_left_out": len(self.copied["not_in_encoder"]),
+                   "temporal_norm_groups": self.copied["norm_groups"]}
         path = save_sparsectrl(self.weights(), out_dir / OUTPUT, summary)
         if self.cfg.run.export_dtype == "fp16":
             to_fp16_file(path)
