@@ -16,13 +16,14 @@ from pathlib import Path
 from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.headers import file_kind
-from motion_adapters.kinds import KIND_CONTROLNET
+from motion_adapters.kinds import KIND_CONTROLNET, KIND_IP_ADAPTER, KIND_SPARSECTRL
 from motion_adapters.loading import folder_kind
 
 log = logging.getLogger(__name__)
 
 BASE, MOTION, LORA, CONTROLNET, DATASET = "base", "motion", "lora", "controlnet", "dataset"
-KINDS = (BASE, MOTION, LORA, CONTROLNET, DATASET)
+SPARSECTRL, IP_ADAPTER = "sparsectrl", "ip_adapter"
+KINDS = (BASE, MOTION, LORA, CONTROLNET, SPARSECTRL, IP_ADAPTER, DATASET)
 NO_MOTION = "none"  # the motion dropdown's "no motion module" choice
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 DATASET_FILES = ("metadata.jsonl", "metadata.csv")
@@ -31,9 +32,10 @@ SKIP_DIRS = {"checkpoints", "logs", "latents", "validation", "__pycache__", "nod
 MAX_DEPTH = 6
 MAX_FILES = 5000
 _KIND_OF = {"sd_checkpoint": BASE, "motion_module": MOTION, "motion_lora": LORA, "spatial_lora": LORA,
-            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET}
+            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET, KIND_SPARSECTRL: SPARSECTRL, KIND_IP_ADAPTER: IP_ADAPTER}
 _LABEL = {"sd_checkpoint": "SD checkpoint", "motion_module": "motion module", "motion_lora": "motion LoRA",
-          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet"}
+          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet",
+          KIND_SPARSECTRL: "SparseCtrl encoder", KIND_IP_ADAPTER: "IP-Adapter"}
 
 
 class NotInLibrary(MotionAdapterError):
@@ -45,7 +47,7 @@ class Entry:
     """One discovered model or dataset."""
 
     name: str          # display name: unique, the dropdowns' value
-    kind: str          # base | motion | lora | controlnet | dataset
+    kind: str          # base | motion | lora | controlnet | sparsectrl | ip_adapter | dataset
     path: Path         # resolved file or folder
     detail: str        # what it is, for humans ("motion LoRA", "SD checkpoint", "dataset (12 rows)" …)
     registered: str | None = None  # the registry name of an embedded model
@@ -190,8 +192,8 @@ class ModelLibrary:
 
     def resolve(self, kind: str | None, name: str) -> Entry:
         """The entry of a display name of this kind, or :class:`NotInLibrary` (the allow-list check)."""
-        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", CONTROLNET: "ControlNet", DATASET: "dataset",
-                None: "model"}[kind]
+        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", CONTROLNET: "ControlNet",
+                SPARSECTRL: "SparseCtrl encoder", IP_ADAPTER: "IP-Adapter", DATASET: "dataset", None: "model"}[kind]
         if not isinstance(name, str) or not name:
             raise NotInLibrary(f"{what}: expected a name from the list, found {name!r}")
         with self._lock:

@@ -19,15 +19,33 @@ import torch
 
 from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
 from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
-from motion_adapters.app.models import BASE, CONTROLNET, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from motion_adapters.app.requests import MEMORY_LABELS, CheckedControl, CheckedGeneration, GenerateRequest
+from motion_adapters.app.models import (
+    BASE,
+    CONTROLNET,
+    IP_ADAPTER,
+    LORA,
+    MOTION,
+    NO_MOTION,
+    SPARSECTRL,
+    Entry,
+    ModelLibrary,
+)
+from motion_adapters.app.requests import (
+    LABELS,
+    MEMORY_LABELS,
+    BadRequest,
+    CheckedControl,
+    CheckedGeneration,
+    GenerateRequest,
+    ImageInput,
+)
 from motion_adapters.app.training import on_training_exit
 from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
 from motion_adapters.clips.export import to_uint8, write_clip
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.controlnets import ControlInput
 from motion_adapters.inference.generator import VideoGenerator
-from motion_adapters.registry import base_config_for
+from motion_adapters.registry import base_config_for, default_sparsectrl_for
 
 log = logging.getLogger(__name__)
 _ARCH_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim", "in_channels",
@@ -176,12 +194,14 @@ class Studio:
         req = request.checked(self.cfg.max_upload_bytes)  # every option and upload, before any model is touched
         b, m, ls = self._entries(req.base, req.motion, req.loras)
         cs = [self.library.resolve(CONTROLNET, c.name) for c in req.controlnets]
+        images = image_inputs(self.library, req.images, b, req.options.num_frames)
         t0 = time.perf_counter()
         with self.gate.hold(GENERATION):
             with self._lock:
                 notices = self._ensure(b, m, ls, cs)
                 result = self.gen.generate(**req.options.as_kwargs(), video=req.video,
-                                           controlnets=control_inputs(req.controlnets, cs), labels=MEMORY_LABELS)
+                                           controlnets=control_inputs(req.controlnets, cs), **images,
+                                           labels=MEMORY_LABELS)
                 self.generations += 1
         recipe = upload_names({**result.recipe, "fps": req.fps}, req.uploads)
         preview, download, maps = self._write(result.frames, recipe, req, result.control_maps)
@@ -237,6 +257,26 @@ def control_inputs(controls: list[CheckedControl], entries: list[Entry]) -> list
                          preprocessor=c.preprocessor) for c, e in zip(controls, entries, strict=True)]
 
 
+def image_inputs(library: ModelLibrary, images: ImageInput, base: Entry, num_frames: int) -> dict:
+    """The generator's image arguments of a checked image input: ``image`` (or ``keyframes`` with a last frame),
+    the chosen SparseCtrl encoder (none chosen: the generator takes the base's default) and the IP-Adapter with
+    its image and scale; nothing for what the page left empty, so a plain generation passes none of them."""
+    out: dict = {}
+    if images.last is not None:
+        if not images.sparsectrl and default_sparsectrl_for(base.source) is None:
+            raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['sparsectrl']} encoder to hold it ({base.name} "
+                             f"has no default one: pick one in {LABELS['sparsectrl']}), found none")
+        out["keyframes"] = {0: images.first, num_frames - 1: images.last}
+    elif images.first is not None:
+        out["image"] = images.first
+    if images.sparsectrl:
+        out["sparsectrl"] = library.resolve(SPARSECTRL, images.sparsectrl).source
+    if images.ip_adapter:
+        out.update(ip_adapter=library.resolve(IP_ADAPTER, images.ip_adapter).source, ip_image=images.ip_image,
+                   ip_scale=images.ip_scale)
+    return out
+
+
 def controlnet_notices(before: list[str], after: list[str]) -> list[str]:
     """What a ControlNet swap did, in words."""
     added, removed = [n for n in after if n not in before], [n for n in before if n not in after]
@@ -247,12 +287,16 @@ def controlnet_notices(before: list[str], after: list[str]) -> list[str]:
 def upload_names(recipe: dict, uploads: list[str]) -> dict:
     """The recipe with every uploaded input's path shortened to the file's name: the page and the downloads never
     show where the server keeps uploads (the SHA-256 still identifies the file)."""
-    names = {str(p): Path(p).name for p in uploads}
-    inputs = [recipe.get("video"), *((cn or {}).get("control") for cn in recipe.get("controlnets") or [])]
-    for entry in inputs:
-        if isinstance(entry, dict) and entry.get("path") in names:
-            entry["path"] = names[entry["path"]]
-    return recipe
+    names = {str(q): Path(p).name for p in uploads for q in (p, Path(p).resolve())}
+
+    def short(value):
+        if isinstance(value, dict):
+            return {k: short(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [short(v) for v in value]
+        return names.get(value, value) if isinstance(value, str) else value
+
+    return short(recipe)
 
 
 def preview_format() -> str:

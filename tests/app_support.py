@@ -13,6 +13,7 @@ import torch
 
 FAST = dict(steps=3, frames=8, width=32, height=32)   # the shapes world's size, few denoising steps
 CONTROLNETS = ("controlnets/edges-canny.safetensors", "controlnets/shapes-silhouette.safetensors")
+SPARSECTRL = "sparsectrl/shapes-rgb-untrained.safetensors"
 
 
 def free_port() -> int:
@@ -23,8 +24,8 @@ def free_port() -> int:
 
 def write_models_dir(root: Path) -> Path:
     """``root`` with: a motion module and a LoRA whose effects survive video coding (random, large updates),
-    a perturbed copy of shapes-base (a diffusers folder), two ControlNets of shapes-base (:data:`CONTROLNETS`), a
-    dataset folder, and two files that are not models."""
+    a perturbed copy of shapes-base (a diffusers folder), two ControlNets of shapes-base (:data:`CONTROLNETS`), an
+    untrained SparseCtrl encoder (:data:`SPARSECTRL`), a dataset folder, and two files that are not models."""
     from motion_adapters.formats import ours
     from motion_adapters.io import read_safetensors, save_safetensors_atomic
     from motion_adapters.loading import load_adapter
@@ -53,6 +54,7 @@ def write_models_dir(root: Path) -> Path:
     save_safetensors_atomic(tensors, unet_file, md)
     for i, name in enumerate(CONTROLNETS):
         write_controlnet(root / name, seed=i)
+    write_sparsectrl(root / SPARSECTRL)
     write_toy_dataset(root / "datasets" / "squares", kinds=("mp4", "gif"), num_frames=10, size=32)
     (root / "notes.txt").write_text("not a model")
     (root / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
@@ -84,6 +86,35 @@ def write_controlnet(path: Path, seed: int = 0) -> Path:
     config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
     path.parent.mkdir(parents=True, exist_ok=True)
     return ours.save_controlnet(ControlNetWeights(config, dict(cn.state_dict()), "ours", "canny"), path)
+
+
+def write_sparsectrl(path: Path) -> Path:
+    """An untrained RGB SparseCtrl encoder of shapes-base's UNet layout, in our format: what a test picks when it
+    needs an encoder without depending on the trained one."""
+    from diffusers import SparseControlNetModel, UNet2DConditionModel
+
+    from motion_adapters.base import configs_from_folder
+    from motion_adapters.formats import ours
+    from motion_adapters.formats.sparsectrl import SparseCtrlWeights
+    from motion_adapters.registry import model_path
+
+    unet = UNet2DConditionModel.from_config(configs_from_folder(model_path("shapes-base"))["unet"])
+    sc = SparseControlNetModel.from_unet(unet, conditioning_channels=4)
+    config = {k: v for k, v in sc.config.items() if not k.startswith("_")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ours.save_sparsectrl(SparseCtrlWeights(config, dict(sc.state_dict()), "ours", "rgb"), path)
+
+
+def write_picture(path: Path, shape: str = "circle", colour: str = "red", seed: int = 0) -> Path:
+    """A PNG of one still shapes-world picture (a first frame or an image prompt)."""
+    from PIL import Image
+
+    from motion_adapters.shapes.data import render_image
+    from motion_adapters.shapes.world import Spec
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_image(Spec(shape, colour), seed)).save(path)
+    return path
 
 
 def write_clips(folder: Path, n: int = 2) -> list[Path]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from app_support import CONTROLNETS, write_models_dir
+from app_support import CONTROLNETS, SPARSECTRL, write_models_dir, write_picture
 
 from motion_adapters.app.jobs import TRAINING, DeviceBusy, DeviceGate
 from motion_adapters.app.models import NotInLibrary
-from motion_adapters.app.requests import BadRequest, ControlSlot, GenerateRequest, TrainRequest
+from motion_adapters.app.requests import BadRequest, ControlSlot, GenerateRequest, ImageInput, TrainRequest
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,12 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert lib.names("dataset") == ["datasets/squares"]
     assert lib.names("controlnet") == ["shapes-silhouette-controlnet", *CONTROLNETS]
     assert lib.resolve("controlnet", CONTROLNETS[0]).detail == "ControlNet"
+    embedded_sparsectrl = [n for n in lib.names("sparsectrl") if lib.resolve("sparsectrl", n).registered]
+    assert lib.names("sparsectrl") == [*embedded_sparsectrl, SPARSECTRL]
+    assert lib.resolve("sparsectrl", SPARSECTRL).detail == "SparseCtrl encoder"
     assert not any("junk" in n or "notes" in n or "checkpoints" in n for n in lib.names())
-    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "dataset": 1}
+    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "sparsectrl": 1 + len(embedded_sparsectrl),
+                      "ip_adapter": len(lib.names("ip_adapter")), "dataset": 1}
     entry = lib.resolve("motion", "strong-motion.safetensors")
     assert entry.path == (models / "strong-motion.safetensors").resolve() and entry.source == str(entry.path)
     assert lib.resolve("base", "shapes-navy").source == "shapes-navy"  # embedded: its registered name
@@ -112,6 +116,99 @@ def test_video_input_requests_are_checked(tmp_path):
             GenerateRequest(**{**base, **kw}).checked()
     with pytest.raises(BadRequest, match="^Video: expected files of at most"):
         GenerateRequest(**base).checked(max_upload_bytes=50)
+
+
+def test_image_input_requests_are_checked(tmp_path):
+    """First / last frame, SparseCtrl, IP-Adapter: each upload readable, each piece with what it needs; every error
+    one line naming the page's field."""
+    first, last, ip = (write_picture(tmp_path / f"{n}.png", seed=i) for i, n in enumerate(("first", "last", "ip")))
+    txt, broken, clip = tmp_path / "a.txt", tmp_path / "broken.png", tmp_path / "clip.mp4"
+    for f in (txt, broken, clip):
+        f.write_bytes(b"\0" * 100)
+    base = {"base": "b", "motion": "m", "prompt": "p"}
+    ok = GenerateRequest(**base, strength=0.5, images=ImageInput(str(first), str(last), "sc", "ip", str(ip),
+                                                                 0.9)).checked()
+    assert ok.images == ImageInput(str(first), str(last), "sc", "ip", str(ip), 0.9)
+    assert ok.uploads == [str(first), str(last), str(ip)] and ok.options.strength == 0.5  # a first frame: used
+    ip_only = GenerateRequest(**base, images=ImageInput(ip_adapter="ip", ip_image=str(ip))).checked()
+    assert ip_only.options.strength is None and ip_only.images.ip_scale == 0.6 and ip_only.images.first is None
+    bad = [(ImageInput(str(broken)), "^First frame: expected a readable picture, found 'broken.png'"),
+           (ImageInput(str(txt)), "^First frame: expected .png"),
+           (ImageInput(last=str(last)), "^Last frame: expected a First frame to go with it, found none"),
+           (ImageInput(str(first), str(broken)), "^Last frame: expected a readable picture"),
+           (ImageInput(sparsectrl="sc"), "^SparseCtrl: expected a First frame"),
+           (ImageInput(ip_image=str(ip)), "^IP image: expected an IP-Adapter to read it, found none"),
+           (ImageInput(ip_adapter="ip"), "^IP-Adapter: expected an IP image to steer by, found none"),
+           (ImageInput(ip_adapter="ip", ip_image=str(txt)), "^IP image: expected .png"),
+           (ImageInput(ip_adapter="ip", ip_image=str(ip), ip_scale=2), "^IP scale: expected"),
+           (ImageInput(ip_adapter="ip", ip_image=str(ip), ip_scale="much"), "^IP scale")]
+    for images, message in bad:
+        with pytest.raises(BadRequest, match=message):
+            GenerateRequest(**base, images=images).checked()
+    with pytest.raises(BadRequest, match="^First frame: expected a Video .* or a First frame, found both"):
+        GenerateRequest(**base, video=str(clip), images=ImageInput(str(first))).checked()
+    with pytest.raises(BadRequest, match="^Last frame: expected Frames of at least 2"):
+        GenerateRequest(**base, frames=1, images=ImageInput(str(first), str(last))).checked()
+    with pytest.raises(BadRequest, match="^First frame: expected files of at most"):
+        GenerateRequest(**base, images=ImageInput(str(first))).checked(max_upload_bytes=50)
+
+
+def test_image_inputs_become_the_generators_arguments(tmp_path):
+    """``image`` alone, ``keyframes`` with a last frame, the chosen encoder and IP-Adapter by their library
+    source; nothing at all for an empty area (a text-to-video call passes none of the new arguments)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from motion_adapters.app.models import Entry
+    from motion_adapters.app.studio import image_inputs
+
+    def resolve(kind, name):
+        return Entry(name, kind, Path("/models") / name, kind)
+
+    lib = SimpleNamespace(resolve=resolve)
+    base = Entry("bases/plain", "base", tmp_path, "SD checkpoint")  # no registered family: no default encoder
+    assert image_inputs(lib, ImageInput(), base, 8) == {}
+    assert image_inputs(lib, ImageInput("a.png"), base, 8) == {"image": "a.png"}
+    assert image_inputs(lib, ImageInput("a.png", "b.png", "sc.safetensors"), base, 16) == {
+        "keyframes": {0: "a.png", 15: "b.png"}, "sparsectrl": "/models/sc.safetensors"}
+    assert image_inputs(lib, ImageInput(ip_adapter="ip.bin", ip_image="c.png", ip_scale=1.2), base, 8) == {
+        "ip_adapter": "/models/ip.bin", "ip_image": "c.png", "ip_scale": 1.2}
+    with pytest.raises(BadRequest, match="^Last frame: expected a SparseCtrl encoder to hold it \\(bases/plain has "
+                                         "no default one"):
+        image_inputs(lib, ImageInput("a.png", "b.png"), base, 8)
+
+
+def test_a_first_frame_reaches_the_generator_and_the_recipe_names_it_by_file_name(models, tmp_path):
+    """The studio hands the generator the uploaded picture, the chosen encoder and the page's labels; the recipe
+    it writes names the upload by its file name only (a stand-in generator records the call)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from motion_adapters.app.config import StudioConfig
+    from motion_adapters.app.studio import Studio
+
+    picture = write_picture(tmp_path / "uploads" / "a3f9" / "red circle.png")
+    calls = []
+
+    def generate(**kw):
+        calls.append(kw)
+        recipe = {"seed": kw["seed"], "prompt": kw["prompt"], "strength": kw["strength"],
+                  "image": {"path": kw["image"], "sha256": "ab"}}
+        return SimpleNamespace(frames=np.zeros((kw["num_frames"], 32, 32, 3)), recipe=recipe, control_maps=[])
+
+    studio = Studio(StudioConfig(models_dirs=[models], output_dir=tmp_path / "out", device="cpu"))
+    studio.gen = SimpleNamespace(generate=generate, builds=1)
+    studio.loaded.update(base="shapes-base", motion="shapes-motion")  # nothing to swap
+    clip = studio.generate(GenerateRequest(base="shapes-base", motion="shapes-motion", prompt="a red circle",
+                                           frames=8, fmt="gif", images=ImageInput(str(picture),
+                                                                                  sparsectrl=SPARSECTRL)))
+    (kw,) = calls
+    assert kw["image"] == str(picture) and kw["strength"] == 0.8 and "keyframes" not in kw
+    assert kw["sparsectrl"] == str((models / SPARSECTRL).resolve()) and "ip_adapter" not in kw
+    assert kw["labels"]["image"] == "First frame" and kw["labels"]["ip_scale"] == "IP scale"
+    assert clip.recipe["image"] == {"path": "red circle.png", "sha256": "ab"}
+    assert str(tmp_path) not in clip.download.read_bytes().decode("latin-1")
 
 
 def test_reuse_recipe_fills_the_video_input_where_it_can(models):
