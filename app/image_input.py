@@ -43,7 +43,8 @@ def build_image_input(drops: Dropdowns) -> ImageInputs:
             first = _picture("First frame", "gen-first-frame")
             last = _picture("Last frame", "gen-last-frame")
         sparsectrl = drops.add(SPARSECTRL, value=AUTO_SPARSECTRL, label="SparseCtrl", elem_id="gen-sparsectrl",
-                               info="the encoder that holds the frames; loaded at the next generation")
+                               info="the encoder that holds the frames (automatic: the base's default); loaded "
+                                    "at the next generation")
         with gr.Group():
             with gr.Row():
                 ip_adapter = drops.add(IP_ADAPTER, value=NONE_IP_ADAPTER, label="IP-Adapter", scale=3,

@@ -154,7 +154,7 @@ class Dropdowns:
         elif kind == CONTROLNET:
             return [("(none)", NONE_CONTROLNET)] + [(n, n) for n in lib.names(CONTROLNET)]
         elif kind == SPARSECTRL:
-            return [("(automatic: the base's default)", AUTO_SPARSECTRL)] + [(n, n) for n in lib.names(SPARSECTRL)]
+            return [("(automatic)", AUTO_SPARSECTRL)] + [(n, n) for n in lib.names(SPARSECTRL)]
         elif kind == IP_ADAPTER:
             return [("(none)", NONE_IP_ADAPTER)] + [(n, n) for n in lib.names(IP_ADAPTER)]
         elif kind == DATASET:
