@@ -23,10 +23,11 @@ from motion_adapters.files import check_destination
 from motion_adapters.headers import file_kind
 from motion_adapters.inference.controlnets import ControlInput, control_inputs
 from motion_adapters.inference.generator import DEFAULT_STRENGTH, VideoGenerator
-from motion_adapters.inference.inputs import Frames, read_frame_input
+from motion_adapters.inference.inputs import Frames, read_frame_input, read_picture
 from motion_adapters.inference.options import GenerateOptions, check_fps, check_loras, parse_lora
 from motion_adapters.inference.prompts import load_prompt_file
-from motion_adapters.kinds import KIND_CONTROLNET, KIND_SD
+from motion_adapters.inference.sparsectrl import read_keyframes
+from motion_adapters.kinds import KIND_CONTROLNET, KIND_IP_ADAPTER, KIND_SD, KIND_SPARSECTRL
 from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "num_fra
           "context_overlap": "--context-overlap", "free_init_iters": "--free-init",
           "motion_strength": "--motion-strength", "decode_chunk_size": "--decode-chunk-size", "fps": "--fps",
           "lora": "--lora", "low_vram": "--low-vram", "skip_memory_check": "--skip-memory-check",
-          "video": "--video", "strength": "--strength", "controlnets": "--controlnet"}
+          "video": "--video", "strength": "--strength", "controlnets": "--controlnet", "image": "--image",
+          "keyframes": "--keyframe", "sparsectrl": "--sparsectrl", "ip_adapter": "--ip-adapter",
+          "ip_image": "--ip-image", "ip_scale": "--ip-scale"}
 EXAMPLES = """examples:
   motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
       --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
@@ -52,6 +55,10 @@ EXAMPLES = """examples:
       --controlnet control_v11p_sd15_canny.pth:0.8 --control canny --save-maps              # + edges
   motion-adapters generate ... --controlnet cn_pose/ --control-video pose_maps/ \
       --controlnet control_v11f1p_sd15_depth.pth:0.5 --control-video depth.mp4            # two ControlNets
+  motion-adapters generate ... --image first.png --sparsectrl v3_sd15_sparsectrl_rgb.ckpt \
+      --prompt "a red square moving right"                                             # animate a picture
+  motion-adapters generate ... --image start.png --keyframe last:end.png --sparsectrl ... # first + last
+  motion-adapters generate ... --ip-adapter models/ip-adapter_sd15.bin --ip-image style.png --ip-scale 0.6
 """
 
 
@@ -112,6 +119,26 @@ def add_generate_parser(sub) -> None:
                    help="fraction of the steps at which it stops (default 1); once for all, or once per --controlnet")
     g.add_argument("--save-maps", action="store_true", help="also write each ControlNet's control maps beside --out "
                    "(NAME.control1.gif …), as the ControlNet saw them")
+    g = p.add_argument_group("image prompts")
+    g.add_argument("--image", metavar="PATH", help="animate this picture: the clip starts from it. With a SparseCtrl "
+                   "RGB encoder (--sparsectrl, default: the one registered with an embedded base) it conditions frame "
+                   "0; without one it is animated by video to video of the still picture at --strength")
+    g.add_argument("--keyframe", action="append", metavar="INDEX:PATH",
+                   help="a picture (or, for a scribble encoder, a line map) for frame INDEX, needing a SparseCtrl "
+                   "encoder; INDEX counts from 0, 'last' (or --keyframe=-1:PATH) is the last frame; repeatable "
+                   "(--image A --keyframe last:B goes from A to B)")
+    g.add_argument("--sparsectrl", metavar="PATH[:SCALE]",
+                   help="SparseCtrl encoder for --image/--keyframe (AnimateDiff v3's rgb or scribble .ckpt, a diffusers "
+                   "folder, ours, or a registered name), scale default 1.0")
+    g.add_argument("--ip-adapter", metavar="PATH", help="IP-Adapter for an image prompt (h94's ip-adapter_sd15, -plus, "
+                   "-plus-face, -full-face, .bin or .safetensors); its CLIP image encoder is the image_encoder/ folder "
+                   "beside it or in its parent folder, or --ip-encoder")
+    g.add_argument("--ip-image", metavar="PATH", help="the image prompt (style or subject) for --ip-adapter; stacks "
+                   "with the text prompt, LoRAs, ControlNets, --video and --image")
+    g.add_argument("--ip-scale", type=float, metavar="S", help="how much the image prompt weighs beside the text, "
+                   "0 to 2 (default 0.6; 1 = as trained, where the text barely counts)")
+    g.add_argument("--ip-encoder", metavar="DIR", help="the IP-Adapter's CLIP image encoder folder (default: "
+                   "image_encoder/ beside the IP-Adapter or in its parent folder)")
     g = p.add_argument_group("sampling")
     g.add_argument("--steps", type=int, help=f"denoising steps (default {DEFAULTS['steps']})")
     g.add_argument("--guidance", type=float, help=f"classifier-free guidance scale (default {DEFAULTS['guidance']})")
@@ -199,6 +226,30 @@ def _inputs_from_recipe(args, recipe: dict) -> None:
                 args.controls.append(("video", path, "--control-video"))
             args.control_start.append(cn.get("start", 0.0))
             args.control_end.append(cn.get("end", 1.0))
+    _image_inputs_from_recipe(args, recipe)
+
+
+def _image_inputs_from_recipe(args, recipe: dict) -> None:
+    """The pictures, SparseCtrl encoder and image prompt of a recipe, unless given on the command line."""
+    if args.image is None and recipe.get("image"):
+        args.image = _recipe_input_path(recipe["image"], "image", "--image")
+        if args.strength is None and args.sparsectrl is None and not recipe.get("sparsectrl"):
+            args.strength = recipe.get("strength")
+    if args.keyframe is None and recipe.get("keyframes"):
+        args.keyframe = [f"{k['index']}:" + _recipe_input_path(k, f"keyframe {k['index']}", "--keyframe")
+                         for k in recipe["keyframes"]]
+    sc = recipe.get("sparsectrl")
+    if args.sparsectrl is None and sc:
+        args.sparsectrl = f"{sc.get('path') or sc.get('name')}:{sc.get('scale', 1.0)}"
+    ip = recipe.get("ip_adapter")
+    if args.ip_adapter is None and ip:
+        args.ip_adapter = ip.get("path") or ip.get("name")
+        if args.ip_image is None:
+            args.ip_image = _recipe_input_path(ip.get("image") or {}, "IP-Adapter image", "--ip-image")
+        if args.ip_scale is None:
+            args.ip_scale = ip.get("scale")
+        if args.ip_encoder is None:
+            args.ip_encoder = ip.get("image_encoder")
 
 
 def _recipe_input_path(entry: dict, what: str, flag: str) -> str:
@@ -333,13 +384,58 @@ def _per_controlnet(values: list[float] | None, n: int, flag: str, default: floa
 
 def _check_controlnet(model: str) -> None:
     """A ControlNet given as a file is one (told from its header, before anything loads)."""
+    _check_kind("--controlnet", model, KIND_CONTROLNET, "a ControlNet")
+
+
+def _keyframes(args) -> dict[int, str]:
+    """--keyframe INDEX:PATH values by index ('last' is -1), checked before anything loads."""
+    out: dict[int, str] = {}
+    for text in args.keyframe or []:
+        index, sep, path = text.partition(":")
+        word = index.strip().lower()
+        if not sep or not path or not (word == "last" or word.lstrip("-").isdigit()):
+            raise MotionAdapterError(f"--keyframe {text}: expected INDEX:PATH (a frame number, or 'last'), found "
+                                     f"{text!r}")
+        at = -1 if word == "last" else int(word)
+        if at in out:
+            raise MotionAdapterError(f"--keyframe {text}: frame {index} already has a picture; expected one per frame")
+        out[at] = path
+    return out
+
+
+def _image_prompt_args(args) -> dict:
+    """The image-prompt arguments of ``generate``, every file checked before a model loads."""
+    keyframes = _keyframes(args)
+    sparsectrl, scale = parse_lora(args.sparsectrl, "--sparsectrl", "SCALE") if args.sparsectrl else (None, 1.0)
+    if sparsectrl is not None:
+        _check_kind("--sparsectrl", sparsectrl, KIND_SPARSECTRL, "a SparseCtrl encoder")
+    if args.ip_adapter is not None:
+        _check_kind("--ip-adapter", args.ip_adapter, KIND_IP_ADAPTER, "an IP-Adapter")
+        if args.ip_image is None:
+            raise MotionAdapterError(f"--ip-adapter {args.ip_adapter}: expected an image prompt (--ip-image) for it, "
+                                     "found none")
+    else:
+        for flag, value in (("--ip-image", args.ip_image), ("--ip-scale", args.ip_scale),
+                            ("--ip-encoder", args.ip_encoder)):
+            if value is not None:
+                raise MotionAdapterError(f"{flag}: an image prompt needs an IP-Adapter; expected --ip-adapter, found "
+                                         "none")
+    pictures = read_keyframes(args.image, keyframes, LABELS)
+    return dict(image=pictures.pop(0, None) if args.image else None, keyframes=pictures or None,
+                sparsectrl=sparsectrl, sparsectrl_scale=scale, ip_adapter=args.ip_adapter,
+                ip_image=read_picture(args.ip_image, "--ip-image") if args.ip_image else None,
+                ip_scale=args.ip_scale, ip_encoder=args.ip_encoder)
+
+
+def _check_kind(flag: str, model: str, kind: str, what: str) -> None:
+    """A model given as a registered name or a file is of ``kind`` (told from its header, before anything loads)."""
     if registry.is_registered(model):
-        kind = registry.get(model).kind
-        if kind != KIND_CONTROLNET:
-            raise MotionAdapterError(f"--controlnet {model}: expected a ControlNet, found the registered "
-                                     f"{kind.replace('_', ' ')} {model}")
+        found = registry.get(model).kind
+        if found != kind:
+            raise MotionAdapterError(f"{flag} {model}: expected {what}, found the registered "
+                                     f"{found.replace('_', ' ')} {model}")
         return
-    _check_model_path("--controlnet", model, KIND_CONTROLNET, "a ControlNet", "a ControlNet path or registered name")
+    _check_model_path(flag, model, kind, what, f"{what} path or registered name")
 
 
 def _map_paths(args, out: Path, n: int) -> list[Path]:
@@ -383,9 +479,11 @@ def cmd_generate(args) -> int:
         motion_strength=_given(args.motion_strength, DEFAULTS["motion_strength"]),
         decode_chunk_size=args.decode_chunk_size, labels=LABELS,
         strength=_given(args.strength, DEFAULT_STRENGTH) if video is not None else args.strength)
-    if opts.strength is not None and video is None:
-        raise MotionAdapterError("--strength: applies to video to video; expected --video with it, found none")
+    if opts.strength is not None and video is None and args.image is None:
+        raise MotionAdapterError("--strength: applies to video to video; expected --video (or --image without a "
+                                 "SparseCtrl encoder) with it, found none")
     controls = _controls(args, video)
+    image_args = _image_prompt_args(args)
     fps = check_fps(_given(args.fps, reg.get("fps", DEFAULTS["fps"])), labels=LABELS)
     out = _output(args, opts)
     map_paths = _map_paths(args, out, len(controls))
@@ -397,7 +495,7 @@ def cmd_generate(args) -> int:
     if loras:
         gen.set_loras(loras)
     t1 = time.perf_counter()
-    result = gen.generate(**opts.as_kwargs(), video=video, controlnets=controls, progress=True,
+    result = gen.generate(**opts.as_kwargs(), video=video, controlnets=controls, **image_args, progress=True,
                           check_memory=not args.skip_memory_check, labels=LABELS)
     recipe = {**result.recipe, "fps": fps}
     write_clip(result.frames, out, fps=fps, recipe=recipe)

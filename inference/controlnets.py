@@ -8,7 +8,7 @@ changes, so a failed load leaves the generator as it was; removing them all give
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,30 +100,46 @@ class LoadedControlNet:
     source: str            # registered name or path as given (recipes)
     path: Path | None      # resolved file or folder (None: a live model given by the caller)
     stamp: tuple           # what identifies this version (file size and mtime, or the model's id)
-    model: ControlNetModel
+    model: torch.nn.Module
     control_kind: str | None = None
 
 
-class ControlNetSet:
-    """ControlNets loaded for one generator, keyed by resolved path (or a live model's id)."""
+@dataclass(frozen=True)
+class ControlKind:
+    """How one kind of control model is read, checked against the base and built: ControlNets
+    (:data:`CONTROLNETS`) and SparseCtrl encoders (``inference.sparsectrl.SPARSECTRL``)."""
 
-    def __init__(self) -> None:
+    live: type                                      # the diffusers class a caller may pass as a live model
+    expect: str                                     # the KIND_* name ``load_adapter`` must find
+    fits: Callable[[object, Mapping, object], None]  # (weights, unet_config, source): refuse what cannot attach
+    build: Callable[..., torch.nn.Module]           # (weights, dtype=, device=) -> live model
+    live_kind: Callable[[torch.nn.Module], str | None] = lambda _m: None  # control kind of a live model
+
+
+CONTROLNETS = ControlKind(ControlNetModel, KIND_CONTROLNET, check_controlnet_fits_base, build_controlnet)
+
+
+class ControlNetSet:
+    """Control models loaded for one generator, keyed by resolved path (or a live model's id)."""
+
+    def __init__(self, kind: ControlKind = CONTROLNETS) -> None:
+        self.kind = kind
         self._loaded: dict[str, LoadedControlNet] = {}
 
     @property
     def sources(self) -> list[str]:
         return [e.source for e in self._loaded.values()]
 
-    def set(self, models: Iterable[str | Path | ControlNetModel], *, unet_config: Mapping, dtype: torch.dtype,
-            device: str) -> list[ControlNetModel]:
+    def set(self, models: Iterable[str | Path | torch.nn.Module], *, unet_config: Mapping, dtype: torch.dtype,
+            device: str) -> list[torch.nn.Module]:
         """Make exactly ``models`` loaded (in this order) and return them; files already loaded and unchanged
         are not read again. All new files are read, checked and built before anything changes."""
-        keyed = [_key(m) for m in models]
+        keyed = [self._key(m) for m in models]
         fresh = {key: self._loaded[key] for key, _ in keyed
                  if key in self._loaded and self._loaded[key].stamp == _stamp(self._loaded[key])}
         for key, model in keyed:
             if key not in fresh:
-                fresh[key] = _load(model, unet_config, dtype, device)
+                fresh[key] = self._load(model, unet_config, dtype, device)
         self._loaded = {key: fresh[key] for key, _ in keyed}
         return [e.model for e in self._loaded.values()]
 
@@ -139,46 +155,47 @@ class ControlNetSet:
                 h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return h.digest()
 
+    def _key(self, model) -> tuple[str, object]:
+        if isinstance(model, self.kind.live):
+            return f"model:{id(model)}", model
+        path = resolve_source(model) if is_registered(str(model)) or Path(model).exists() else Path(model)
+        return str(Path(path).resolve()), model
 
-def _key(model) -> tuple[str, object]:
-    if isinstance(model, ControlNetModel):
-        return f"model:{id(model)}", model
-    path = resolve_source(model) if is_registered(str(model)) or Path(model).exists() else Path(model)
-    return str(Path(path).resolve()), model
+    def _load(self, model, unet_config: Mapping, dtype: torch.dtype, device: str) -> LoadedControlNet:
+        """Read, check and build one model (a live model is checked and used as it is)."""
+        kind = self.kind
+        if isinstance(model, kind.live):
+            check_live_controlnet(model, unet_config)
+            return LoadedControlNet(f"<{type(model).__name__} {id(model):x}>", None, (id(model),), model,
+                                    kind.live_kind(model))
+        path = resolve_source(model)
+        weights = load_adapter(path, expect=kind.expect)
+        kind.fits(weights, unet_config, path)
+        built = kind.build(weights, dtype=dtype, device=device)
+        source = str(model) if is_registered(str(model)) else str(path)
+        return LoadedControlNet(source, Path(path), file_stamp(Path(path)), built, weights.control_kind)
 
 
 def _stamp(entry: LoadedControlNet) -> tuple:
     if entry.path is None:
         return entry.stamp
-    return _file_stamp(entry.path)
+    return file_stamp(entry.path)
 
 
-def _file_stamp(path: Path) -> tuple:
+def file_stamp(path: Path) -> tuple:
     if not path.exists():
         return ()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
-def _load(model, unet_config: Mapping, dtype: torch.dtype, device: str) -> LoadedControlNet:
-    """Read, check and build one ControlNet (a live model is checked and used as it is)."""
-    if isinstance(model, ControlNetModel):
-        check_live_controlnet(model, unet_config)
-        return LoadedControlNet(f"<ControlNetModel {id(model):x}>", None, (id(model),), model)
-    path = resolve_source(model)
-    cw = load_adapter(path, expect=KIND_CONTROLNET)
-    check_controlnet_fits_base(cw, unet_config, path)
-    built = build_controlnet(cw, dtype=dtype, device=device)
-    source = str(model) if is_registered(str(model)) else str(path)
-    return LoadedControlNet(source, Path(path), _file_stamp(Path(path)), built, cw.control_kind)
-
-
-def check_live_controlnet(model: ControlNetModel, unet_config: Mapping) -> None:
-    """A ControlNet given as a model must have the base UNet's cross-attention width and channels."""
+def check_live_controlnet(model: torch.nn.Module, unet_config: Mapping) -> None:
+    """A control model given as a model must have the base UNet's cross-attention width and channels."""
     for key in ("cross_attention_dim", "block_out_channels"):
         want, have = unet_config.get(key), model.config.get(key)
         if want is not None and list(_as_list(want)) != list(_as_list(have)):
-            raise AdapterFormatError("the ControlNetModel given", f"{key} {want} (the base's)", f"{key} {have}")
+            raise AdapterFormatError(f"the {type(model).__name__} given", f"{key} {want} (the base's)",
+                                     f"{key} {have}")
 
 
 def _as_list(v) -> list:

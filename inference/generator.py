@@ -6,12 +6,15 @@ A thin facade: the first build is :mod:`.build`, swaps are :mod:`.swaps` and :mo
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from motion_adapters.clips.controls import compute_maps
@@ -26,8 +29,14 @@ from motion_adapters.inference.build import (
     read_first_load,
     resolve_dtype,
 )
-from motion_adapters.inference.controlnets import ControlNetSet, ControlRequest, control_inputs
-from motion_adapters.inference.inputs import FrameInput, Frames, read_frame_input
+from motion_adapters.inference.controlnets import (
+    MAX_CONTROL_SCALE,
+    ControlNetSet,
+    ControlRequest,
+    control_inputs,
+)
+from motion_adapters.inference.inputs import FrameInput, Frames, PictureInput, read_frame_input, read_picture
+from motion_adapters.inference.ip_adapters import IPAdapterSlot, check_ip_scale
 from motion_adapters.inference.loras import LoraRequest, LoraSet
 from motion_adapters.inference.memory import (
     MemoryEstimate,
@@ -36,7 +45,7 @@ from motion_adapters.inference.memory import (
     estimate_generation,
     host_available,
 )
-from motion_adapters.inference.options import GenerateOptions
+from motion_adapters.inference.options import GenerateOptions, finite_number
 from motion_adapters.inference.prompts import num_chunks
 from motion_adapters.inference.run import (
     CallPart,
@@ -46,12 +55,14 @@ from motion_adapters.inference.run import (
     make_recipe,
     prompt_inputs,
     run_pipeline,
+    to_pil,
     with_defaults,
 )
+from motion_adapters.inference.sparsectrl import SPARSECTRL, place_keyframes, read_keyframes
 from motion_adapters.inference.strength import MotionStrength
 from motion_adapters.inference.swaps import copy_motion, read_motion, rebuild_unet, swap_base
-from motion_adapters.inference.windows import context_windows
-from motion_adapters.registry import generation_defaults
+from motion_adapters.inference.windows import context_windows, uses_free_noise
+from motion_adapters.registry import default_sparsectrl_for, generation_defaults
 from motion_adapters.swap import same_motion_architecture
 
 __all__ = ["DEFAULT_MOTION_ARG", "GenerationResult", "VideoGenerator", "default_device", "resolve_dtype"]
@@ -97,6 +108,8 @@ class VideoGenerator:
         self.motion_source = loaded.motion_source
         self._loras = LoraSet()
         self._controlnets = ControlNetSet()
+        self._sparsectrl = ControlNetSet(SPARSECTRL)
+        self._ip = IPAdapterSlot()
         self.builds = 1
         log.info("built pipeline in %.2fs on %s (%s)", time.perf_counter() - t0, self.device, self.dtype)
 
@@ -139,6 +152,32 @@ class VideoGenerator:
         """The loaded ControlNets, as named in recipes."""
         return self._controlnets.sources
 
+    def set_sparsectrl(self, model) -> None:
+        """Keep this SparseCtrl encoder loaded (a path, a registered name or a live ``SparseControlNetModel``;
+        ``None`` unloads it). The same file is not read again; a new one is read, checked against the base and
+        built before anything changes. ``generate(sparsectrl=…)`` calls this."""
+        self._sparsectrl.set([] if model is None else [model], unet_config=self.configs["unet"], dtype=self.dtype,
+                             device=self.device)
+
+    @property
+    def sparsectrl(self) -> str | None:
+        """The loaded SparseCtrl encoder, as named in recipes."""
+        return next(iter(self._sparsectrl.sources), None)
+
+    def set_ip_adapter(self, model: str | Path | None, image_encoder: str | Path | None = None) -> None:
+        """Keep this IP-Adapter (with its CLIP image encoder folder, default: ``image_encoder/`` beside the file
+        or in its parent folder) loaded, ready for image prompts; ``None`` unloads it. Read and checked in full
+        before anything changes; it joins the UNet only during calls with an ``ip_image``."""
+        if model is None:
+            self._ip.unload()
+            return
+        self._ip.load(model, image_encoder, unet_config=self.configs["unet"], dtype=self.dtype, device=self.device)
+
+    @property
+    def ip_adapter(self) -> str | None:
+        """The loaded IP-Adapter, as named in recipes."""
+        return self._ip.source
+
     # ------------------------------------------------------------ generation
     def generate(
         self,
@@ -159,6 +198,14 @@ class VideoGenerator:
         video: FrameInput | Frames | None = None,
         strength: float | None = None,
         controlnets: Sequence[ControlRequest] | None = None,
+        image: PictureInput | None = None,
+        keyframes: Mapping[int, PictureInput] | None = None,
+        sparsectrl: str | Path | object | None = None,
+        sparsectrl_scale: float = 1.0,
+        ip_adapter: str | Path | None = None,
+        ip_image: PictureInput | None = None,
+        ip_scale: float | None = None,
+        ip_encoder: str | Path | None = None,
         progress: bool = False,
         check_memory: bool = True,
         labels: Mapping[str, str] | None = None,
@@ -180,6 +227,15 @@ class VideoGenerator:
         (each a :class:`~.controlnets.ControlInput`: model, control maps or a preprocessor applied to ``video``,
         scale, start/end fraction of the steps); loaded on first use and kept (:meth:`set_controlnets`).
 
+        ``image`` (an image file, a PIL image or an array (H, W, 3)): the clip starts from this picture. With a
+        SparseCtrl encoder (``sparsectrl``: a path, a registered name or a live model; default: the one loaded,
+        else the base's registered one) it conditions frame 0, and ``keyframes`` ({frame index: picture},
+        negative indices from the end) condition any frames: first + last makes the clip go from one picture to
+        the other; a scribble encoder takes line maps the same way. ``sparsectrl_scale``: how strongly (0–10).
+        Without an encoder, ``image`` alone is animated by video to video of the still picture at ``strength``.
+        ``ip_adapter`` (an IP-Adapter file, its CLIP image encoder folder beside it or ``ip_encoder``) with
+        ``ip_image``: an image prompt (style or subject) at ``ip_scale`` (default 0.6), with any other input.
+
         Before any step, a call whose estimated peak memory exceeds what the device has available is refused
         (:mod:`.memory`); ``check_memory=False`` skips that check. ``labels``: the names errors give the
         parameters (the CLI's flags, the studio's fields).
@@ -187,30 +243,116 @@ class VideoGenerator:
         n = dict(labels or {})
         source = read_frame_input(video, n.get("video", "video")) if video is not None else None
         controls = control_inputs(controlnets, label=n.get("controlnets", "controlnets"))
+        pictures = read_keyframes(image, keyframes, n)
+        ip_pic = self._image_prompt(ip_adapter, ip_image, ip_encoder, n)
+        ip_scale = check_ip_scale(n.get("ip_scale", "ip_scale"), ip_scale)
+        encoder = self._sparsectrl_for(pictures, sparsectrl, source, controls, n)
         if source is not None and num_frames is None:
             num_frames = len(source.frames)
         sized = with_defaults(self.generation_defaults, num_frames=num_frames, height=height, width=width,
                               num_inference_steps=num_inference_steps, guidance_scale=guidance_scale)
-        if source is not None and strength is None:
+        still = bool(pictures) and encoder is None  # a picture animated by video to video of the still
+        if (source is not None or still) and strength is None:
             strength = DEFAULT_STRENGTH
         opts = GenerateOptions.validate(
             prompt=prompt, negative_prompt=negative_prompt, seed=seed, scheduler=scheduler,
             context_length=context_length, context_overlap=context_overlap, free_init_iters=free_init_iters,
             motion_strength=motion_strength, decode_chunk_size=decode_chunk_size, **sized,
-            strength=strength if source is not None else None,
+            strength=strength if source is not None or still else None,
             max_seq=self.motion_config["motion_max_seq_length"], sample_size=self._default_size(), labels=labels,
         )
-        if strength is not None and source is None:
+        if strength is not None and source is None and not still:
+            found = "keyframes for a SparseCtrl encoder" if encoder is not None else "none"
             raise MotionAdapterError(f"{n.get('strength', 'strength')}: applies to video to video only; expected a "
-                                     f"{n.get('video', 'video')} with it, found none")
+                                     f"{n.get('video', 'video')} (or a lone {n.get('image', 'image')} without a "
+                                     f"SparseCtrl encoder) with it, found {found}")
+        placed = place_keyframes(pictures, opts.num_frames, n)
+        if encoder is not None and uses_free_noise(opts):
+            raise MotionAdapterError(f"{n.get('sparsectrl', 'sparsectrl')}: keyframes run diffusers' SparseCtrl "
+                                     "pipeline, which has no context windows or prompt travel; expected one prompt "
+                                     f"and at most {self.motion_config['motion_max_seq_length']} frames")
+        if still:
+            source = Frames(np.repeat(placed[0].frames, opts.num_frames, axis=0), placed[0].label, placed[0].path,
+                            placed[0].sha256)
         cond, inputs = self._conditioning(opts, source, controls, n)
+        if encoder is not None:
+            self._sparse_conditioning(cond, inputs, encoder, placed, sparsectrl_scale, opts, n)
+        if still:
+            inputs.update(video=None, image={**placed[0].entry(), "animated_by": "video to video"})
+        if ip_pic is not None:
+            cond.ip_image = to_pil(ip_pic.frames[0])
+            inputs["ip_adapter"] = {**(model_entry(self._ip.source) or {}), "scale": ip_scale,
+                                    "variant": self._ip.loaded.weights.variant, "image": ip_pic.entry(),
+                                    "image_encoder": str(self._ip.loaded.encoder_path)}
         if check_memory:
-            self.check_memory(opts, labels=labels, controlnets=len(cond.controlnets), video=source is not None)
-        frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress,
-                              cond=cond)
+            self.check_memory(opts, labels=labels, controlnets=len(cond.controlnets) + (encoder is not None),
+                              video=source is not None or encoder is not None,
+                              decode_all=encoder is not None)
+        with self._ip.attached(self.pipe, ip_scale) if ip_pic is not None else contextlib.nullcontext():
+            frames = run_pipeline(self.pipe, opts, self._call_parts(), low_vram=self.low_vram, progress=progress,
+                                  cond=cond)
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
                              loras=self.loras, device=self.device, dtype=self.dtype, inputs=inputs)
         return GenerationResult(frames, recipe, cond.maps)
+
+    def _image_prompt(self, ip_adapter, ip_image, ip_encoder, n: Mapping[str, str]) -> Frames | None:
+        """The image prompt of a call, read, with its IP-Adapter loaded (read and checked before any change)."""
+        label = n.get("ip_image", "ip_image")
+        if ip_image is None:
+            if ip_adapter is not None:
+                raise MotionAdapterError(f"{n.get('ip_adapter', 'ip_adapter')} {ip_adapter}: expected an image prompt "
+                                         f"({label}) for it, found none")
+            return None
+        picture = read_picture(ip_image, label)
+        if ip_adapter is None and self._ip.loaded is None:
+            raise MotionAdapterError(f"{label}: an image prompt needs an IP-Adapter; expected one "
+                                     f"({n.get('ip_adapter', 'ip_adapter')}), found none loaded")
+        if ip_adapter is not None:
+            self._ip.load(ip_adapter, ip_encoder, unet_config=self.configs["unet"], dtype=self.dtype,
+                          device=self.device, label=n.get("ip_adapter", "ip_adapter"))
+        return picture
+
+    def _sparsectrl_for(self, pictures: Mapping[int, Frames], sparsectrl, source, controls,
+                        n: Mapping[str, str]):
+        """The SparseCtrl encoder a call's keyframes use: the one named, else the one loaded, else the base's
+        registered one; ``None`` when there is none (a lone first frame is then animated by video to video)."""
+        label = n.get("sparsectrl", "sparsectrl")
+        if not pictures:
+            if sparsectrl is not None:
+                raise MotionAdapterError(f"{label}: conditions keyframes; expected {n.get('image', 'image')} or "
+                                         f"{n.get('keyframes', 'keyframes')} with it, found neither")
+            return None
+        if source is not None:
+            raise MotionAdapterError(f"{n.get('image', 'image')}: a clip starts from a picture or restyles a "
+                                     f"{n.get('video', 'video')}; expected one of them, found both")
+        model = sparsectrl if sparsectrl is not None else (
+            self._sparsectrl.entries()[0].model if self._sparsectrl.entries() else default_sparsectrl_for(
+                self.base_source))
+        if model is None:
+            if set(pictures) != {0}:
+                raise MotionAdapterError(f"{n.get('keyframes', 'keyframes')}: pinning frames other than the first "
+                                         f"needs a SparseCtrl encoder; expected one ({label}), found none for this base")
+            return None
+        if controls:
+            raise MotionAdapterError(f"{n.get('controlnets', 'controlnets')}: diffusers' SparseCtrl pipeline takes no "
+                                     "ControlNet beside the SparseCtrl encoder; expected one of them, found both")
+        return model
+
+    def _sparse_conditioning(self, cond: Conditioning, inputs: dict, encoder, placed: Mapping[int, Frames],
+                             scale: float, opts: GenerateOptions, n: Mapping[str, str]) -> None:
+        """Load the SparseCtrl encoder and add it and its fitted keyframes to ``cond`` and the recipe."""
+        scale = finite_number(f"{n.get('sparsectrl', 'sparsectrl')} scale", scale, 0.0, MAX_CONTROL_SCALE)
+        [model] = self._sparsectrl.set([encoder], unet_config=self.configs["unet"], dtype=self.dtype,
+                                       device=self.device)
+        loaded = self._sparsectrl.entries()[0]
+        cond.sparsectrl, cond.sparsectrl_scale = model, scale
+        cond.keyframes = {i: p.fitted(1, opts.width, opts.height)[0] for i, p in placed.items()}
+        inputs["sparsectrl"] = {**(model_entry(loaded.source) or {"name": loaded.source}), "scale": scale,
+                                "control_kind": loaded.control_kind}
+        if 0 in placed and placed[0].label == n.get("image", "image"):
+            inputs["image"] = placed[0].entry()
+        inputs["keyframes"] = [{"index": i, **p.entry()} for i, p in placed.items()
+                               if not (i == 0 and "image" in inputs)]
 
     def _conditioning(self, opts: GenerateOptions, source: Frames | None, controls: list,
                       labels: Mapping[str, str]) -> tuple[Conditioning, dict]:
@@ -243,8 +385,11 @@ class VideoGenerator:
         return cond, inputs
 
     def estimate_memory(self, opts: GenerateOptions, *, low_vram: bool | None = None, controlnets: int = 0,
-                        video: bool = False) -> MemoryEstimate:
-        """The peak memory a call with fitted ``opts`` needs beyond the loaded models (:mod:`.memory`)."""
+                        video: bool = False, decode_all: bool = False) -> MemoryEstimate:
+        """The peak memory a call with fitted ``opts`` needs beyond the loaded models (:mod:`.memory`);
+        ``decode_all``: the pipeline decodes every frame at once (SparseCtrl)."""
+        if decode_all:
+            opts = dataclasses.replace(opts, decode_chunk_size=opts.num_frames)
         texts = list(opts.prompt.values()) if isinstance(opts.prompt, dict) else [opts.prompt]
         tokens = self.pipe.tokenizer.model_max_length * num_chunks(self.pipe.tokenizer,
                                                                    [*texts, opts.negative_prompt or ""])
@@ -254,15 +399,16 @@ class VideoGenerator:
                                    video=video)
 
     def check_memory(self, opts: GenerateOptions, *, labels: Mapping[str, str] | None = None,
-                     controlnets: int = 0, video: bool = False) -> None:
-        """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now (``controlnets``
-        and ``video``: what else the call runs, :func:`~.memory.estimate_generation`)."""
-        estimate = self.estimate_memory(opts, controlnets=controlnets, video=video)
+                     controlnets: int = 0, video: bool = False, decode_all: bool = False) -> None:
+        """Refuse (``MotionAdapterError``) a call that will not fit in the memory available now (``controlnets``,
+        ``video`` and ``decode_all``: what else the call runs, :meth:`estimate_memory`)."""
+        estimate = self.estimate_memory(opts, controlnets=controlnets, video=video, decode_all=decode_all)
         cuda = str(self.device).startswith("cuda")
         check_fits(estimate, available_memory(self.device), opts, labels=labels,
                    host_available=host_available() if cuda else None,
                    alternative=lambda o, low: self.estimate_memory(o, low_vram=low or self.low_vram,
-                                                                   controlnets=controlnets, video=video))
+                                                                   controlnets=controlnets, video=video,
+                                                                   decode_all=decode_all))
 
     def weight_bytes(self) -> dict[str, int]:
         """Bytes of each loaded model's parameters and buffers."""
@@ -270,6 +416,10 @@ class VideoGenerator:
                  if (m := getattr(self.pipe, name, None)) is not None}
         if self._controlnets.entries():
             sizes["controlnets"] = sum(_bytes(e.model) for e in self._controlnets.entries())
+        if self._sparsectrl.entries():
+            sizes["sparsectrl"] = _bytes(self._sparsectrl.entries()[0].model)
+        if self._ip.loaded is not None:
+            sizes["image_encoder"] = _bytes(self._ip.loaded.encoder)
         return sizes
 
     def _call_parts(self) -> list[CallPart]:
@@ -294,6 +444,8 @@ class VideoGenerator:
                 h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         h.update(self._loras.fingerprint())
         h.update(self._controlnets.fingerprint())
+        h.update(self._sparsectrl.fingerprint())
+        h.update(self._ip.fingerprint())
         h.update(repr(sorted(self.pipe.tokenizer.get_vocab().items())[:50]).encode())
         return h.hexdigest()
 

@@ -1,6 +1,6 @@
-"""Frame inputs of a generation (the video of video-to-video, a ControlNet's control maps): read from a video
-file, a folder of frames or an array, then fitted to the clip's frame count and size, with a note in the log
-whenever frames are repeated or dropped or the picture is stretched."""
+"""Frame inputs of a generation (the video of video-to-video, a ControlNet's control maps, the pictures of image
+prompts): read from a video file, a folder of frames, an image or an array, then fitted to the clip's frame count
+and size, with a note in the log whenever frames are repeated or dropped or the picture is stretched."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from motion_adapters.errors import MotionAdapterError
 log = logging.getLogger(__name__)
 ASPECT_NOTE = 0.01  # an aspect change beyond 1 % is noted in the log
 FrameInput = str | Path | np.ndarray
+PictureInput = str | Path | np.ndarray | Image.Image
 
 
 @dataclass
@@ -62,6 +63,28 @@ def read_frame_input(src: FrameInput | Frames, label: str) -> Frames:
     except MediaError as e:
         raise MotionAdapterError(f"{label} {path}: expected frames that decode, found {e}") from None
     return Frames(_as_float_frames(frames, label, path), label, str(path), file_hash(path) or "")
+
+
+def read_picture(src: PictureInput | Frames, label: str) -> Frames:
+    """One picture (an image file, a PIL image, or an array ``(H, W, 3|4)`` / ``(H, W)``, uint8 or float in
+    [0, 1]) as a one-frame :class:`Frames`; a clear error naming ``label`` otherwise."""
+    if isinstance(src, Frames):
+        return src
+    if isinstance(src, Image.Image):
+        src = np.asarray(src.convert("RGB"))
+    if isinstance(src, np.ndarray) or (not isinstance(src, (str, Path)) and hasattr(src, "__array__")):
+        a = np.asarray(src)
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+            raise MotionAdapterError(f"{label}: expected a picture shaped (H, W, 3), found shape {tuple(a.shape)}")
+        return read_frame_input(a[None], label)
+    path = Path(src)
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise MotionAdapterError(f"{label} {path}: expected an image ({' '.join(IMAGE_SUFFIXES)}), found a "
+                                 f"{path.suffix or 'suffix-less'} file")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "nothing at that path"
+        raise MotionAdapterError(f"{label} {path}: expected an image file, found {what}")
+    return read_frame_input(path, label)
 
 
 def _as_float_frames(a: np.ndarray, label: str, path: Path | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 :class:`MotionAdaptersPipeline` (text to video) owns the models. Video-to-video and ControlNet calls run through
 a *view* (:func:`pipeline_view`): diffusers' pipeline of that mode built around the very same model objects,
-so switching modes never copies, rebuilds or re-reads a model, and each mode's frames are diffusers' own.
+so switching modes never copies, rebuilds or re-reads a model, and each mode's frames are diffusers' own. An
+IP-Adapter attached to the UNet works in every mode.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import torch
 from diffusers import (
     AnimateDiffControlNetPipeline,
     AnimateDiffPipeline,
+    AnimateDiffSparseControlNetPipeline,
     AnimateDiffVideoToVideoControlNetPipeline,
     AnimateDiffVideoToVideoPipeline,
     ControlNetModel,
+    SparseControlNetModel,
 )
 
 from motion_adapters.compat import check_free_noise_inputs
@@ -61,20 +64,29 @@ class VideoToVideoControlNetPipeline(LongPromptTravel, AnimateDiffVideoToVideoCo
     """Video to video following ControlNets: ``AnimateDiffVideoToVideoControlNetPipeline``, likewise."""
 
 
+class SparseCtrlPipeline(LongPromptTravel, AnimateDiffSparseControlNetPipeline):
+    """Keyframes conditioned by a SparseCtrl encoder: ``AnimateDiffSparseControlNetPipeline`` (no context windows
+    or prompt travel: diffusers' SparseCtrl pipeline has no FreeNoise)."""
+
+
 _VIEWS = {(True, False): VideoToVideoPipeline, (False, True): ControlNetPipeline,
           (True, True): VideoToVideoControlNetPipeline}
 
 
-def pipeline_view(pipe: MotionAdaptersPipeline, *, video: bool,
-                  controlnets: list[ControlNetModel] | tuple[()] = ()) -> AnimateDiffPipeline:
+def pipeline_view(pipe: MotionAdaptersPipeline, *, video: bool, controlnets: list[ControlNetModel] | tuple[()] = (),
+                  sparsectrl: SparseControlNetModel | None = None) -> AnimateDiffPipeline:
     """The pipeline for one call: ``pipe`` itself for text to video, else diffusers' pipeline of the mode
-    (video to video, ControlNet, or both) around ``pipe``'s own models and the given ControlNets."""
-    if not video and not controlnets:
+    (video to video, ControlNet, or both; SparseCtrl keyframes) around ``pipe``'s own models (its IP-Adapter
+    image encoder included) and the given ControlNets or SparseCtrl encoder."""
+    if not video and not controlnets and sparsectrl is None:
         return pipe
-    cls = _VIEWS[(video, bool(controlnets))]
+    cls = SparseCtrlPipeline if sparsectrl is not None else _VIEWS[(video, bool(controlnets))]
     modules = dict(vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-                   motion_adapter=pipe.motion_adapter, scheduler=pipe.scheduler)
-    if controlnets:
+                   motion_adapter=pipe.motion_adapter, scheduler=pipe.scheduler,
+                   feature_extractor=pipe.feature_extractor, image_encoder=pipe.image_encoder)
+    if sparsectrl is not None:
+        modules["controlnet"] = sparsectrl
+    elif controlnets:
         modules["controlnet"] = controlnets[0] if len(controlnets) == 1 else list(controlnets)  # several: Multi…
     view = cls(**modules)
     view.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from motion_adapters.clips.recipe import model_entry, toolkit_version
 from motion_adapters.compat import execution_device
@@ -54,7 +55,8 @@ def call_kwargs(opts: GenerateOptions, low_vram: bool) -> dict:
 @dataclass
 class Conditioning:
     """What a call follows besides text: a video (fitted frames, float32 (F, H, W, 3) in [0, 1]) for video to
-    video, and ControlNets with their fitted control maps, scales and step fractions."""
+    video; ControlNets with their fitted control maps, scales and step fractions; or a SparseCtrl encoder with
+    its keyframes (fitted pictures (H, W, 3) by frame index); and an image prompt for the attached IP-Adapter."""
 
     video: np.ndarray | None = None
     controlnets: list = field(default_factory=list)       # live ControlNetModels
@@ -62,10 +64,19 @@ class Conditioning:
     scales: list[float] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    sparsectrl: torch.nn.Module | None = None             # a live SparseControlNetModel
+    keyframes: dict[int, np.ndarray] = field(default_factory=dict)
+    sparsectrl_scale: float = 1.0
+    ip_image: object | None = None                        # a PIL image, for the IP-Adapter attached to the UNet
 
     def kwargs(self, opts: GenerateOptions) -> dict:
         """The pipeline arguments of these inputs (one value, not a list, for a single ControlNet)."""
         kw: dict = {}
+        if self.ip_image is not None:
+            kw.update(ip_adapter_image=self.ip_image)
+        if self.sparsectrl is not None:
+            kw.update(conditioning_frames=[to_pil(k) for k in self.keyframes.values()],
+                      controlnet_frame_indices=list(self.keyframes), controlnet_conditioning_scale=self.sparsectrl_scale)
         if self.video is not None:
             kw.update(video=list(self.video), strength=opts.strength)
         if self.controlnets:
@@ -80,23 +91,43 @@ class Conditioning:
 PLAIN = Conditioning()
 
 
+def to_pil(picture: np.ndarray) -> Image.Image:
+    """A float (H, W, 3) picture in [0, 1] as an 8-bit PIL image (how diffusers' image inputs are given)."""
+    return Image.fromarray((np.clip(picture, 0, 1) * 255).round().astype(np.uint8))
+
+
 def run_pipeline(pipe: MotionAdaptersPipeline, opts: GenerateOptions, parts: Sequence[CallPart], *,
                  low_vram: bool, progress: bool, cond: Conditioning = PLAIN) -> np.ndarray:
     """One pipeline call (of the mode ``cond`` asks for) with ``parts`` switched on around it; frames as float32
     (F, H, W, 3)."""
     pipe.scheduler = make_scheduler(opts.scheduler)
     pipe.set_progress_bar_config(disable=not progress)
-    view = pipeline_view(pipe, video=cond.video is not None, controlnets=cond.controlnets)
+    view = pipeline_view(pipe, video=cond.video is not None, controlnets=cond.controlnets,
+                         sparsectrl=cond.sparsectrl)
     kwargs = {**call_kwargs(opts, low_vram), **cond.kwargs(opts)}
     if cond.video is not None:
         del kwargs["num_frames"]  # the (fitted) video's length
+    if cond.sparsectrl is not None:
+        del kwargs["decode_chunk_size"]  # diffusers' SparseCtrl pipeline decodes every frame at once
     if cond.video is not None and denoising_steps(opts) == 0:
         return vae_round_trip(view, cond.video, kwargs)
     with ExitStack() as stack:
         for part in parts:
             stack.enter_context(part(view, opts, kwargs))
+        if cond.sparsectrl is not None:
+            stack.enter_context(seeded_global_rng(opts.seed, execution_device(view)))
         out = view(**kwargs)
     return np.asarray(out.frames[0], dtype=np.float32)
+
+
+@contextmanager
+def seeded_global_rng(seed: int, device) -> Iterator[None]:
+    """torch's global random state seeded with ``seed`` for one call, and restored afterwards: diffusers' SparseCtrl
+    pipeline samples the keyframes' VAE latents from it (it takes no generator there)."""
+    devices = [device] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def denoising_steps(opts: GenerateOptions) -> int:

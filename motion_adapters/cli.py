@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="tell what a weight file or folder is",
-                       description="Report kind (motion module / motion LoRA / spatial LoRA / ControlNet / SD "
-                       "checkpoint), source layout, version (v1/v2/v3/SDXL-beta), channels, mid block, "
-                       "positional-encoding length, parameter count, dtype, LoRA rank, ControlNet control kind and "
-                       "conditioning channels, and embedded metadata. Reads offline only; "
+                       description="Report kind (motion module / motion LoRA / spatial LoRA / ControlNet / SparseCtrl "
+                       "encoder / IP-Adapter / SD checkpoint), source layout, version (v1/v2/v3/SDXL-beta), "
+                       "channels, mid block, positional-encoding length, parameter count, dtype, LoRA rank, "
+                       "ControlNet and SparseCtrl control kind (SparseCtrl: rgb or scribble) and conditioning "
+                       "channels, IP-Adapter variant (plain / plus / plus-face / full-face), image tokens and "
+                       "the image-encoder width it needs, and embedded metadata. Reads offline only; "
                        ".ckpt files are opened with torch.load(weights_only=True).")
     p.add_argument("files", nargs="+", help="weight files (.safetensors/.ckpt/.pt) or diffusers folders")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
@@ -82,15 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
                        ".safetensors or .ckpt), diffusers (MotionAdapter folder). LoRAs: ours, original "
                        "(AnimateDiff processor layout), diffusers (PEFT layout), kohya (spatial LoRAs only). "
                        "SD checkpoints: original (single-file LDM) or diffusers (folder). ControlNets: ours, original "
-                       "(lllyasviel layout, .safetensors or .pth) or diffusers (ControlNetModel folder).")
+                       "(lllyasviel layout, .safetensors or .pth) or diffusers (ControlNetModel folder). SparseCtrl "
+                       "encoders: ours, original (AnimateDiff v3 layout with pos_encoder.pe, .safetensors or "
+                       ".ckpt) or diffusers (SparseControlNetModel folder). IP-Adapters: ours or original (h94 "
+                       "layout, .safetensors with image_proj./ip_adapter. keys).")
     p.add_argument("src", help="source file or folder")
     p.add_argument("dst", help="destination file (.safetensors/.ckpt) or folder (for --to diffusers)")
     p.add_argument("--to", required=True, choices=["ours", "original", "diffusers", "kohya"],
                    help="target layout")
     p.add_argument("--config", default=None,
                    help="architecture of SRC when the file cannot tell: a diffusers SD folder for a single-file "
-                   "checkpoint that is not standard SD1.5, or a MotionAdapter / ControlNetModel config.json or "
-                   "folder for a motion module or single-file ControlNet with non-default heads or groups")
+                   "checkpoint that is not standard SD1.5, or a MotionAdapter / ControlNetModel / "
+                   "SparseControlNetModel config.json or folder for a motion module, single-file ControlNet or "
+                   "SparseCtrl encoder with non-default heads or groups")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing DST: a file, or a folder that is empty or a model folder (swapped in "
                    "atomically); another folder, or SRC itself, is never replaced")

@@ -16,13 +16,16 @@ from .files import atomic_dir, check_destination, only_names
 from .formats import ours
 from .formats.controlnet import ControlNetWeights
 from .formats.controlnet import diffusers_to_ldm as controlnet_to_ldm
+from .formats.ip_adapter import IPAdapterWeights
 from .formats.ldm import save_ldm_checkpoint
 from .formats.lora import LoraWeights, to_kohya, to_original, to_peft_file_dict
 from .formats.motion_module import MotionModuleWeights, diffusers_to_original
+from .formats.sparsectrl import SparseCtrlWeights
+from .formats.sparsectrl import to_original as sparsectrl_to_original
 from .hub import resolve_source
 from .io import save_pickle_atomic, save_safetensors_atomic
 from .loading import load_adapter
-from .swap import build_controlnet, materialize
+from .swap import build_controlnet, build_sparsectrl, materialize
 
 log = logging.getLogger(__name__)
 TARGETS = ("ours", "original", "diffusers", "kohya")
@@ -114,6 +117,30 @@ def export_controlnet(cw: ControlNetWeights, dst: str | Path | Destination, to: 
     raise MotionAdapterError(f"--to {to}: a ControlNet exports to ours, original or diffusers")
 
 
+def export_sparsectrl(sw: SparseCtrlWeights, dst: str | Path | Destination, to: str) -> Path:
+    """A SparseCtrl encoder as ours (.safetensors), original (AnimateDiff's naming with ``pos_encoder.pe``,
+    .safetensors or .ckpt) or diffusers (a ``SparseControlNetModel`` folder)."""
+    dst = _destination(dst)
+    if to == "ours":
+        return ours.save_sparsectrl(sw, dst.file(OURS_SUFFIXES))
+    if to == "original":
+        return _save_tensors(sparsectrl_to_original(sw.state_dict, sw.config), dst)
+    if to == "diffusers":
+        return dst.folder(lambda tmp: build_sparsectrl(sw).save_pretrained(str(tmp), safe_serialization=True))
+    raise MotionAdapterError(f"--to {to}: a SparseCtrl encoder exports to ours, original or diffusers")
+
+
+def export_ip_adapter(ipw: IPAdapterWeights, dst: str | Path | Destination, to: str) -> Path:
+    """An IP-Adapter as ours (.safetensors with a header) or original (h94's ``image_proj.`` /
+    ``ip_adapter.`` keys in a .safetensors file, the layout diffusers' ``load_ip_adapter`` reads)."""
+    dst = _destination(dst)
+    if to == "ours":
+        return ours.save_ip_adapter(ipw, dst.file(OURS_SUFFIXES))
+    if to == "original":
+        return save_safetensors_atomic(ipw.flat(), dst.file(OURS_SUFFIXES), {"format": "pt"})
+    raise MotionAdapterError(f"--to {to}: an IP-Adapter exports to ours or original")
+
+
 def export_lora(lw: LoraWeights, dst: str | Path | Destination, to: str) -> Path:
     dst = _destination(dst)
     if to == "ours":
@@ -163,8 +190,8 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
     folder is replaced (atomically), and never ``src`` itself.
 
     ``config``: a diffusers folder describing the architecture of a single-file SD checkpoint (default SD1.5),
-    or a MotionAdapter / ControlNetModel folder or ``config.json`` for a motion module or single-file ControlNet
-    whose heads or groups differ from the official releases'.
+    or a MotionAdapter / ControlNetModel / SparseControlNetModel folder or ``config.json`` for a motion module,
+    single-file ControlNet or SparseCtrl encoder whose heads or groups differ from the official releases'.
     """
     if to not in TARGETS:
         raise MotionAdapterError(f"--to: expected one of {', '.join(TARGETS)}, found {to!r}")
@@ -183,6 +210,10 @@ def convert(src: str | Path, dst: str | Path, to: str, config: str | Path | None
         return export_lora(obj, target, to)
     if isinstance(obj, ControlNetWeights):
         return export_controlnet(obj, target, to)
+    if isinstance(obj, SparseCtrlWeights):
+        return export_sparsectrl(obj, target, to)
+    if isinstance(obj, IPAdapterWeights):
+        return export_ip_adapter(obj, target, to)
     return export_base(obj, target, to)
 
 
@@ -196,6 +227,6 @@ def _read_config_arg(config: str | Path | None) -> tuple[dict | None, dict | Non
     cfg_file = p / "config.json" if p.is_dir() else p
     if not cfg_file.exists():
         raise MotionAdapterError(f"--config {p}: expected a diffusers SD folder or a MotionAdapter / "
-                                 "ControlNetModel config.json, found neither")
+                                 "ControlNetModel / SparseControlNetModel config.json, found neither")
     cfg = json.loads(cfg_file.read_text())
     return {k: v for k, v in cfg.items() if not k.startswith("_")}, None

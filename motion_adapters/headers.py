@@ -14,7 +14,13 @@ from safetensors import SafetensorError, safe_open
 
 from .errors import AdapterFormatError
 from .formats import ours
-from .io import is_safetensors_head, read_pickle, unwrap_prefix_state_dict, unwrap_state_dict
+from .io import (
+    flatten_state_dict,
+    is_safetensors_head,
+    read_pickle,
+    unwrap_prefix_state_dict,
+    unwrap_state_dict,
+)
 from .kinds import sniff_keys
 
 
@@ -38,7 +44,7 @@ def read_keys(path: str | Path) -> tuple[list[str], dict[str, str]]:
             obj = unwrap_state_dict(torch.load(str(path), map_location="cpu", weights_only=True, mmap=True))
         except Exception:  # legacy (non-zip) pickles cannot be memory-mapped: the safe full read
             return list(read_pickle(path)[0]), {}
-        return ([k for k in obj if isinstance(k, str)] if isinstance(obj, Mapping) else []), {}
+        return (list(flatten_state_dict(obj)) if isinstance(obj, Mapping) else []), {}
     raise AdapterFormatError(path, "a .safetensors file or a torch .ckpt/.pt pickle",
                              f"unrecognised bytes {head[:8]!r}")
 

@@ -58,11 +58,33 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
         raise AdapterFormatError(path, "a complete safetensors file", f"an unreadable file ({e})") from e
 
 
+WRAPPER_KEYS = ("state_dict", "controlnet")  # AnimateDiff v3 SparseCtrl files nest under "controlnet"
+
+
 def unwrap_state_dict(obj: object) -> object:
-    """Descend into nested ``state_dict`` wrappers, as diffusers' single-file loader does."""
-    while isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
+    """Descend into nested ``state_dict`` wrappers, as diffusers' single-file loader does (and into the
+    ``controlnet`` one of AnimateDiff's SparseCtrl files)."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            return obj
+        obj = inner
     return obj
+
+
+def flatten_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
+    """The tensors of a pickled dict; a dict of tensors one level down (h94's IP-Adapter ``.bin``:
+    ``{"image_proj": {…}, "ip_adapter": {…}}``) is flattened to ``image_proj.…`` / ``ip_adapter.…`` keys,
+    the layout of the same files as ``.safetensors``. Other values (``animatediff_config``, ``epoch``) drop."""
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            continue
+        if isinstance(v, torch.Tensor):
+            out[k] = v
+        elif isinstance(v, Mapping) and v and all(isinstance(t, torch.Tensor) for t in v.values()):
+            out.update({f"{k}.{name}": t for name, t in v.items() if isinstance(name, str | int)})
+    return out
 
 
 def read_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -87,8 +109,7 @@ def read_pickle(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     obj = unwrap_state_dict(obj)
     if not isinstance(obj, Mapping):
         raise AdapterFormatError(path, "a dict of tensors", f"a pickled {type(obj).__name__}")
-    tensors = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    return tensors, {}
+    return flatten_state_dict(obj), {}
 
 
 def is_safetensors_head(head: bytes) -> bool:

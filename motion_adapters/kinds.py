@@ -7,7 +7,9 @@ from collections.abc import Mapping
 import torch
 
 from .formats.controlnet import is_diffusers_controlnet, is_ldm_controlnet, is_t2i_adapter
+from .formats.ip_adapter import is_ip_adapter
 from .formats.lora import detect_lora_format
+from .formats.sparsectrl import is_sparsectrl
 
 KIND_MOTION = "motion_module"
 KIND_MOTION_LORA = "motion_lora"
@@ -34,15 +36,17 @@ def sniff_keys(tensors: Mapping[str, torch.Tensor]) -> str:
     keys = list(tensors)
     if not keys:
         return "empty"
+    if is_ip_adapter(keys):  # before LoRAs: FaceID files hold LoRA keys too
+        return KIND_IP_ADAPTER
     if detect_lora_format(keys) is not None:
         lw_kind = "motion_lora" if any("motion_modules" in k or "temporal" in k for k in keys) else "spatial_lora"
         return lw_kind
+    if is_sparsectrl(keys):  # before motion modules: a SparseCtrl encoder holds some
+        return KIND_SPARSECTRL
     if is_ldm_controlnet(keys) or is_diffusers_controlnet(keys):  # before KIND_SD: v1.0 files hold SD too
         return KIND_CONTROLNET
     if any(k.startswith("model.diffusion_model.") for k in keys):
         return KIND_SD
-    if any("controlnet_cond_embedding" in k for k in keys):
-        return "unsupported: SparseCtrl ControlNet"
     if is_t2i_adapter(keys):
         return T2I_ADAPTER
     if any("temporal_attentions." in k or k.endswith("pos_encoder.positional_encoding") for k in keys):

@@ -1,7 +1,7 @@
 """Sniffing and loading: tell what a file is, then read it into our in-memory types.
 
-``load_adapter`` returns a :class:`MotionModuleWeights`, :class:`LoraWeights`, :class:`ControlNetWeights` or
-:class:`BaseWeights`;
+``load_adapter`` returns a :class:`MotionModuleWeights`, :class:`LoraWeights`, :class:`ControlNetWeights`,
+:class:`SparseCtrlWeights`, :class:`IPAdapterWeights` or :class:`BaseWeights`;
 ``inspect_path`` returns the report shown by ``motion-adapters inspect``.
 """
 
@@ -18,6 +18,7 @@ from .base import BaseWeights, is_diffusers_folder, read_base
 from .errors import AdapterFormatError
 from .formats import ours
 from .formats.controlnet import (
+    FAMILY_NAMES,
     ControlNetWeights,
     clean_config,
     control_kind_from_name,
@@ -26,6 +27,7 @@ from .formats.controlnet import (
     is_diffusers_controlnet,
 )
 from .formats.controlnet import ldm_to_diffusers as controlnet_ldm_to_diffusers
+from .formats.ip_adapter import IPAdapterWeights, ip_adapter_from_tensors
 from .formats.ldm import LDM_TEXT_PREFIX, LDM_UNET_PREFIX, LDM_VAE_PREFIX, ldm_family
 from .formats.lora import LoraWeights, to_canonical
 from .formats.motion_module import (
@@ -36,12 +38,17 @@ from .formats.motion_module import (
     pe_length,
     to_diffusers_layout,
 )
+from .formats.sparsectrl import SparseCtrlWeights, control_kind_of, is_sparsectrl
+from .formats.sparsectrl import infer_config as infer_sparsectrl_config
+from .formats.sparsectrl import to_diffusers as sparsectrl_to_diffusers
 from .io import read_safetensors_metadata, read_state_dict
 from .kinds import (
     KIND_CONTROLNET,
+    KIND_IP_ADAPTER,
     KIND_MOTION,
     KIND_MOTION_LORA,
     KIND_SD,
+    KIND_SPARSECTRL,
     KIND_SPATIAL_LORA,
     T2I_ADAPTER,
     describe_keys,
@@ -52,8 +59,9 @@ from .swap import validate_component
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                   "diffusion_pytorch_model.bin")
 # diffusers folders of other control models, refused by name
-_OTHER_CONTROL_CLASSES = {"T2IAdapter": T2I_ADAPTER, "MultiAdapter": T2I_ADAPTER,
-                          "SparseControlNetModel": "unsupported: SparseCtrl ControlNet"}
+_OTHER_CONTROL_CLASSES = {"T2IAdapter": T2I_ADAPTER, "MultiAdapter": T2I_ADAPTER}
+# what a file of each kind is called where another kind was expected
+_FOUND = {KIND_SPARSECTRL: "a SparseCtrl encoder", KIND_IP_ADAPTER: "an IP-Adapter"}
 
 
 def _motion_from_tensors(tensors, metadata, source, config: Mapping | None = None) -> MotionModuleWeights:
@@ -141,9 +149,62 @@ def _read_controlnet_folder(path: Path) -> ControlNetWeights:
     raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the ControlNetModel folder", "none")
 
 
+def sparsectrl_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source,
+                            config: Mapping | None = None) -> SparseCtrlWeights:
+    """A SparseCtrl encoder from a file's tensors: AnimateDiff's original naming (motion modules renamed,
+    ``pos_encoder.pe`` dropped, its length kept as ``motion_max_seq_length``), diffusers keys or ours; the
+    config from ``config``, our header, or else the tensor shapes."""
+    meta = ours.parse_metadata(metadata) if ours.is_ours(metadata) else {}
+    sd, layout, length = sparsectrl_to_diffusers(tensors)
+    fmt = "ours" if meta else "original" if layout == "original" else "diffusers-single-file"
+    config = config or (meta.get("config") if isinstance(meta.get("config"), dict) else None)
+    if config:
+        cfg, guessed = clean_config(config), ()
+    else:
+        cfg, guessed = infer_sparsectrl_config(sd, length, source)
+    return _sparsectrl(cfg, sd, fmt, metadata, source, guessed)
+
+
+def _sparsectrl(cfg: dict, sd: dict, fmt: str, metadata: Mapping, source,
+                guessed: tuple[str, ...] = ()) -> SparseCtrlWeights:
+    family = family_of(cfg)
+    if family != "sd15":
+        raise AdapterFormatError(source, "an SD1.5 SparseCtrl encoder (cross_attention_dim 768)",
+                                 f"an {FAMILY_NAMES[family]} one (cross_attention_dim {cfg.get('cross_attention_dim')})",
+                                 "Only SD1.5-family SparseCtrl encoders attach here.")
+    kind = control_kind_of(sd)
+    if kind is None:
+        raise AdapterFormatError(source, "a SparseCtrl encoder with a condition embedding",
+                                 "no controlnet_cond_embedding weights", "The file may be truncated.")
+    hint = "Its config was read from tensor shapes; the file may be truncated or a variant." if guessed else None
+    validate_component("sparsectrl", cfg, sd, source, hint)
+    return SparseCtrlWeights(config=cfg, state_dict=sd, source_format=fmt, control_kind=kind, family=family,
+                             metadata=dict(metadata), source=str(source), guessed=guessed)
+
+
+def _read_sparsectrl_folder(path: Path) -> SparseCtrlWeights:
+    cfg = clean_config(json.loads((path / "config.json").read_text()))
+    for name in FOLDER_WEIGHTS:
+        if (path / name).exists():
+            tensors, md = read_state_dict(path / name)
+            if not is_sparsectrl(tensors):
+                raise AdapterFormatError(path / name, "diffusers SparseControlNetModel weights", describe_keys(tensors))
+            sd, _, _ = sparsectrl_to_diffusers(tensors)
+            return _sparsectrl(cfg, sd, "diffusers-folder", md, path)
+    raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the SparseControlNetModel folder", "none")
+
+
+def ip_adapter_from_file(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source) -> IPAdapterWeights:
+    """An IP-Adapter from h94's keys (``.bin`` flattened by the reader, or ``.safetensors``) or ours."""
+    meta = ours.parse_metadata(metadata) if ours.is_ours(metadata) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    return ip_adapter_from_tensors(tensors, metadata, source, config)
+
+
 def folder_kind(path: Path) -> str:
     """What a folder holds: KIND_SD (diffusers SD folder), KIND_MOTION (MotionAdapter), KIND_CONTROLNET
-    (ControlNetModel), "lora-folder", "unsupported: …" (another control model) or "unknown"."""
+    (ControlNetModel), KIND_SPARSECTRL (SparseControlNetModel), "lora-folder", "unsupported: …" (another
+    control model) or "unknown"."""
     if is_diffusers_folder(path):
         return KIND_SD
     cfg = path / "config.json"
@@ -152,6 +213,8 @@ def folder_kind(path: Path) -> str:
         return KIND_MOTION
     if cls == "ControlNetModel":
         return KIND_CONTROLNET
+    if cls == "SparseControlNetModel":
+        return KIND_SPARSECTRL
     if cls in _OTHER_CONTROL_CLASSES:
         return _OTHER_CONTROL_CLASSES[cls]
     if (path / "pytorch_lora_weights.safetensors").exists():
@@ -163,8 +226,8 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
                  base_configs: dict[str, dict] | None = None):
     """Read any supported file or folder. ``expect`` (a KIND_* name or 'lora') refuses other kinds early.
 
-    ``config`` overrides the inferred ``MotionAdapter`` config of a motion module (or the ``ControlNetModel``
-    config of a single-file ControlNet); ``base_configs`` gives the
+    ``config`` overrides the inferred ``MotionAdapter`` config of a motion module (or the ``ControlNetModel`` /
+    ``SparseControlNetModel`` config of a single-file ControlNet or SparseCtrl encoder); ``base_configs`` gives the
     architecture of a single-file SD checkpoint (default: standard SD1.5).
     """
     path = Path(src)
@@ -176,12 +239,15 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
             obj = _read_motion_folder(path)
         elif kind == KIND_CONTROLNET:
             obj = _read_controlnet_folder(path)
+        elif kind == KIND_SPARSECTRL:
+            obj = _read_sparsectrl_folder(path)
         elif kind == "lora-folder":
             return load_adapter(path / "pytorch_lora_weights.safetensors", expect)
         elif kind.startswith("unsupported"):
             raise AdapterFormatError(path, _expected_text(expect), f"a folder of {kind.removeprefix('unsupported: ')}")
         else:
-            raise AdapterFormatError(path, "a diffusers SD folder, MotionAdapter, ControlNetModel or LoRA folder",
+            raise AdapterFormatError(path, "a diffusers SD folder, MotionAdapter, ControlNetModel, "
+                                     "SparseControlNetModel or LoRA folder",
                                      "a folder with none of model_index.json, config.json or pytorch_lora_weights")
         _check_expect(obj, expect, path)
         return obj
@@ -190,11 +256,15 @@ def load_adapter(src: str | Path, expect: str | None = None, config: Mapping | N
     if kind.startswith("unsupported") or kind in ("unknown", "empty"):
         raise AdapterFormatError(path, _expected_text(expect), describe_keys(tensors))
     if expect and not _kind_matches(kind, expect):
-        raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
+        raise AdapterFormatError(path, _expected_text(expect), _found_text(kind, expect))
     if kind == KIND_MOTION:
         return _motion_from_tensors(tensors, metadata, path, config)
     if kind == KIND_CONTROLNET:
         return controlnet_from_tensors(tensors, metadata, path, config)
+    if kind == KIND_SPARSECTRL:
+        return sparsectrl_from_tensors(tensors, metadata, path, config)
+    if kind == KIND_IP_ADAPTER:
+        return ip_adapter_from_file(tensors, metadata, path)
     if kind in (KIND_MOTION_LORA, KIND_SPATIAL_LORA):
         lw = to_canonical(tensors, source=path, metadata=metadata)
         return lw
@@ -207,19 +277,30 @@ def _kind_matches(kind: str, expect: str) -> bool:
 
 def _expected_text(expect: str | None) -> str:
     return {
-        None: "a motion module, LoRA, ControlNet or SD checkpoint",
+        None: "a motion module, LoRA, ControlNet, SparseCtrl encoder, IP-Adapter or SD checkpoint",
         KIND_MOTION: "an AnimateDiff motion module",
         KIND_CONTROLNET: "an SD1.5 ControlNet",
+        KIND_SPARSECTRL: "an SD1.5 SparseCtrl encoder",
+        KIND_IP_ADAPTER: "an SD1.5 IP-Adapter",
         KIND_SD: "an SD1.5 checkpoint",
         "lora": "a motion LoRA or spatial LoRA",
     }.get(expect, f"a {expect}")
 
 
+def _found_text(kind: str, expect: str | None) -> str:
+    """What was found, for a refusal: a SparseCtrl encoder passed as a motion module is named as not one."""
+    text = _FOUND.get(kind, f"a {kind.replace('_', ' ')}")
+    if kind == KIND_SPARSECTRL and expect == KIND_MOTION:
+        return f"{text}, not a motion module (a ControlNet with motion modules, for keyframe conditioning)"
+    return text
+
+
 def _check_expect(obj, expect: str | None, path) -> None:
-    kinds = {MotionModuleWeights: KIND_MOTION, BaseWeights: KIND_SD, ControlNetWeights: KIND_CONTROLNET}
+    kinds = {MotionModuleWeights: KIND_MOTION, BaseWeights: KIND_SD, ControlNetWeights: KIND_CONTROLNET,
+             SparseCtrlWeights: KIND_SPARSECTRL, IPAdapterWeights: KIND_IP_ADAPTER}
     kind = kinds.get(type(obj), getattr(obj, "kind", None))
     if expect and not _kind_matches(kind, expect):
-        raise AdapterFormatError(path, _expected_text(expect), f"a {kind.replace('_', ' ')}")
+        raise AdapterFormatError(path, _expected_text(expect), _found_text(kind, expect))
 
 
 def _dtype_summary(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -261,6 +342,10 @@ def inspect_path(src: str | Path) -> dict:
         )
     elif isinstance(obj, ControlNetWeights):
         report.update(_controlnet_report(obj))
+    elif isinstance(obj, SparseCtrlWeights):
+        report.update(_sparsectrl_report(obj))
+    elif isinstance(obj, IPAdapterWeights):
+        report.update(_ip_adapter_report(obj))
     elif isinstance(obj, LoraWeights):
         report.update(
             kind=obj.kind,
@@ -307,6 +392,43 @@ def _controlnet_report(cw: ControlNetWeights) -> dict:
         dtype=_dtype_summary(cw.state_dict),
         config=c,
         **({"guessed": list(cw.guessed)} if cw.guessed else {}),
+    )
+
+
+def _sparsectrl_report(sw: SparseCtrlWeights) -> dict:
+    c = sw.config
+    return dict(
+        kind=KIND_SPARSECTRL,
+        control_kind=sw.control_kind,
+        format=sw.source_format,
+        base_family=sw.family,
+        channels=list(c["block_out_channels"]),
+        conditioning_channels=sw.conditioning_channels,
+        conditioning_mask=bool(c.get("concat_conditioning_mask", True)),
+        cross_attention_dim=c.get("cross_attention_dim"),
+        max_frames=c.get("motion_max_seq_length"),
+        num_modules=sum(1 for k in sw.state_dict if "motion_modules." in k and k.endswith(".proj_in.weight")),
+        num_params=sw.num_params,
+        dtype=_dtype_summary(sw.state_dict),
+        config=c,
+        **({"guessed": list(sw.guessed)} if sw.guessed else {}),
+    )
+
+
+def _ip_adapter_report(ipw: IPAdapterWeights) -> dict:
+    tensors = {**ipw.image_proj, **ipw.ip_adapter}
+    return dict(
+        kind=KIND_IP_ADAPTER,
+        variant=ipw.variant,
+        format=ipw.source_format,
+        base_family=ipw.family,
+        cross_attention_dim=ipw.cross_attention_dim,
+        image_embed_dim=ipw.image_embed_dim,
+        image_input="hidden states (hidden_size)" if ipw.uses_hidden_states else "image embeds (projection_dim)",
+        num_tokens=ipw.num_tokens,
+        num_layers=ipw.num_layers,
+        num_params=ipw.num_params,
+        dtype=_dtype_summary(tensors),
     )
 
 

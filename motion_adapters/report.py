@@ -15,9 +15,10 @@ def _human(n: int) -> str:
 
 def format_report(report: dict) -> str:
     """The ``inspect`` report as aligned text (what ``motion-adapters inspect`` prints)."""
-    order = ["path", "kind", "control_kind", "format", "version", "base_family", "channels", "mid_block",
-             "pe_length", "max_frames", "num_modules", "lora_rank", "conditioning_channels", "cross_attention_dim",
-             "components", "num_params", "dtype", "file_size_bytes", "guessed"]
+    order = ["path", "kind", "control_kind", "variant", "format", "version", "base_family", "channels",
+             "mid_block", "pe_length", "max_frames", "num_modules", "lora_rank", "conditioning_channels",
+             "conditioning_mask", "cross_attention_dim", "image_embed_dim", "image_input", "num_tokens",
+             "num_layers", "components", "num_params", "dtype", "file_size_bytes", "guessed"]
     width = max(16, *(len(k) for k in order if k in report))
     lines = []
     for key in order:

@@ -13,13 +13,15 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, UNetMotionModel
+from diffusers import AutoencoderKL, ControlNetModel, MotionAdapter, SparseControlNetModel, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .compat import init_config_keys
 from .errors import AdapterFormatError
 from .formats.controlnet import FAMILY_NAMES, GUESSABLE, ControlNetWeights, family_of
 from .formats.motion_module import MotionModuleWeights, is_pe_key
+from .formats.sparsectrl import GUESSABLE as SPARSECTRL_GUESSABLE
+from .formats.sparsectrl import SparseCtrlWeights
 
 MOTION_CONFIG_KEYS = (
     "motion_num_attention_heads",
@@ -287,6 +289,35 @@ def build_controlnet(cw: ControlNetWeights, dtype: torch.dtype | None = None,
                        dtype, device)
 
 
+def check_sparsectrl_fits_base(sw: SparseCtrlWeights, unet_config: Mapping, source) -> None:
+    """Refuse a SparseCtrl encoder whose residuals cannot be added to this base UNet (another family, widths,
+    depth). What a single file does not store (``sw.guessed``: heads, GroupNorm groups) is taken from the base,
+    whose encoder the SparseCtrl one copies."""
+    base, mine = dict(unet_config), sw.config
+    base_fam = family_of(base)
+    if base_fam != sw.family:
+        raise AdapterFormatError(
+            source, f"a SparseCtrl encoder for the loaded {FAMILY_NAMES[base_fam]} base (cross_attention_dim "
+            f"{base.get('cross_attention_dim')})", f"an {FAMILY_NAMES.get(sw.family, sw.family)} SparseCtrl "
+            f"encoder (cross_attention_dim {mine.get('cross_attention_dim')})")
+    for key in ("cross_attention_dim", "block_out_channels", "layers_per_block"):
+        want, have = _norm(base.get(key)), _norm(mine.get(key))
+        if want != have:
+            raise AdapterFormatError(source, f"a SparseCtrl encoder with {key} {want} (the base UNet's)",
+                                     f"{key} {have}")
+    for key in sw.guessed:
+        if key in SPARSECTRL_GUESSABLE and key in base:
+            mine[key] = _norm(base[key])
+
+
+def build_sparsectrl(sw: SparseCtrlWeights, dtype: torch.dtype | None = None,
+                     device: torch.device | str | None = None) -> SparseControlNetModel:
+    """A live diffusers ``SparseControlNetModel`` holding ``sw``'s tensors (meta build: no random init; the
+    motion modules' ``pe`` tables are computed from ``motion_max_seq_length``)."""
+    return materialize(_factory("sparsectrl", sw.config), sw.state_dict, sw.source, "SparseCtrl weights",
+                       dtype, device)
+
+
 def motion_tensors(unet: UNetMotionModel) -> dict[str, torch.Tensor]:
     return {k: v for k, v in live_tensors(unet).items() if "motion_modules." in k}
 
@@ -308,7 +339,13 @@ def _factory(component: str, config: Mapping) -> Callable[[], torch.nn.Module]:
     if component == "controlnet":
         keys = init_config_keys(ControlNetModel)
         return lambda: ControlNetModel.from_config({k: v for k, v in cfg.items() if k in keys})
+    if component == "sparsectrl":
+        keys = init_config_keys(SparseControlNetModel)
+        return lambda: SparseControlNetModel.from_config({k: v for k, v in cfg.items() if k in keys})
     raise ValueError(component)
+
+
+_LABELS = {"sparsectrl": "SparseCtrl"}
 
 
 def validate_component(component: str, config: Mapping, state_dict: Mapping[str, torch.Tensor], source,
@@ -317,7 +354,7 @@ def validate_component(component: str, config: Mapping, state_dict: Mapping[str,
     expected = _meta_state_dict(component, json.dumps(dict(config), sort_keys=True, default=list))
     try:
         plan_copy(expected, {k: v for k, v in state_dict.items() if not k.endswith("position_ids")},
-                  source, f"{component.replace('_', ' ')} weights")
+                  source, f"{_LABELS.get(component, component.replace('_', ' '))} weights")
     except AdapterFormatError as e:
         if hint:
             raise AdapterFormatError(source, e.expected, e.found, hint) from None

@@ -15,11 +15,12 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from diffusers import ControlNetModel, UNet2DConditionModel  # noqa: E402
+from diffusers import ControlNetModel, SparseControlNetModel, UNet2DConditionModel  # noqa: E402
 
 from motion_adapters.formats.controlnet import diffusers_to_ldm as controlnet_to_ldm  # noqa: E402
 from motion_adapters.formats.ldm import save_ldm_checkpoint  # noqa: E402
 from motion_adapters.formats.motion_module import diffusers_to_original  # noqa: E402
+from motion_adapters.formats.sparsectrl import to_original as sparsectrl_to_original  # noqa: E402
 from motion_adapters.io import save_pickle_atomic, save_safetensors_atomic  # noqa: E402
 from motion_adapters.shapes.build import build  # noqa: E402
 from motion_adapters.shapes.models import ENV_DIR, is_built, toy_dir  # noqa: E402
@@ -28,9 +29,12 @@ from tests.tiny_models import (  # noqa: E402
     save_sd_folder,
     t2i_adapter_to_original,
     tiny_controlnet,
+    tiny_image_encoder,
+    tiny_ip_adapter,
     tiny_motion_adapter,
     tiny_sd_components,
     tiny_sdxl_controlnet,
+    tiny_sparsectrl,
     tiny_t2i_adapter,
 )
 
@@ -120,6 +124,97 @@ class TinyWorld:
         path = self.root / "control_v11p_sd15_truncated.safetensors"
         path.write_bytes(data[: len(data) // 2])
         return path
+
+    # SparseCtrl encoders and IP-Adapters for base_a, built on first use.
+    @cached_property
+    def sc_rgb_dir(self) -> Path:
+        """diffusers SparseControlNetModel folder, rgb (one-convolution embedding, 4 channels + mask)."""
+        return self._save_folder(tiny_sparsectrl(self._unet_a(), "rgb", seed=11), "animatediff-sparsectrl-rgb")
+
+    @cached_property
+    def sc_scribble_dir(self) -> Path:
+        """diffusers SparseControlNetModel folder, scribble (hint-embedding stack, 3 channels + mask)."""
+        return self._save_folder(tiny_sparsectrl(self._unet_a(), "scribble", seed=12),
+                                 "animatediff-sparsectrl-scribble")
+
+    @cached_property
+    def sc_rgb_ckpt(self) -> Path:
+        """sc_rgb_dir in AnimateDiff v3's layout (original motion-module names, pos_encoder.pe), nested under
+        ``controlnet`` beside a non-tensor ``animatediff_config``, .ckpt."""
+        path = self.root / "v3_sd15_sparsectrl_rgb.ckpt"
+        torch.save({"controlnet": self._sc_original(self.sc_rgb_dir), "animatediff_config": {"version": "v3"}}, path)
+        return path
+
+    @cached_property
+    def sc_scribble_ckpt(self) -> Path:
+        """sc_scribble_dir in AnimateDiff v3's layout, the state dict at the top with ``animatediff_config``."""
+        path = self.root / "v3_sd15_sparsectrl_scribble.ckpt"
+        torch.save({**self._sc_original(self.sc_scribble_dir), "animatediff_config": {"version": "v3"}}, path)
+        return path
+
+    @cached_property
+    def image_encoder_dir(self) -> Path:
+        """h94's layout: ``models/image_encoder`` (CLIPVisionModelWithProjection, hidden and projection 32)."""
+        return self._save_folder(tiny_image_encoder(13), "h94/models/image_encoder")
+
+    @cached_property
+    def image_encoder_bad(self) -> Path:
+        """An image encoder of other widths (hidden 48, projection 16): fits none of the IP-Adapters."""
+        return self._save_folder(tiny_image_encoder(14, hidden_size=48, projection_dim=16), "encoder_bad")
+
+    @cached_property
+    def ip_bin(self) -> Path:
+        """A plain IP-Adapter as h94's ``models/ip-adapter_sd15.bin`` (two sub-dicts), image encoder beside."""
+        _ = self.image_encoder_dir
+        path = self.root / "h94/models/ip-adapter_sd15.bin"
+        torch.save(self.ip_dicts("plain"), path)
+        return path
+
+    @cached_property
+    def ip_plus_st(self) -> Path:
+        """A plus IP-Adapter as h94's ``.safetensors`` (flat ``image_proj.`` / ``ip_adapter.`` keys)."""
+        return self._ip_safetensors("plus", "h94/models/ip-adapter-plus_sd15.safetensors")
+
+    @cached_property
+    def ip_plus_face(self) -> Path:
+        """A plus-face IP-Adapter (the Resampler of plus; told by the name), ``.safetensors``."""
+        return self._ip_safetensors("plus-face", "h94/models/ip-adapter-plus-face_sd15.safetensors")
+
+    @cached_property
+    def ip_full_face(self) -> Path:
+        """A full-face IP-Adapter (``proj.0``/``proj.2``/``proj.3``), ``.bin``."""
+        path = self.root / "h94/models/ip-adapter-full-face_sd15.bin"
+        torch.save(self.ip_dicts("full-face"), path)
+        return path
+
+    @cached_property
+    def ip_sdxl(self) -> Path:
+        """An IP-Adapter made for SDXL (key/value projections from 2048-wide text), two layers only."""
+        ip = self.ip_dicts("plain")
+        ip["image_proj"] = {"proj.weight": torch.zeros(4 * 2048, 32), "proj.bias": torch.zeros(4 * 2048),
+                            "norm.weight": torch.ones(2048), "norm.bias": torch.zeros(2048)}
+        ip["ip_adapter"] = {f"{i}.to_{kv}_ip.weight": torch.zeros(32, 2048) for i in (1, 3) for kv in "kv"}
+        path = self.root / "h94/sdxl_models/ip-adapter_sdxl.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_safetensors_atomic({f"{p}.{k}": v for p, d in ip.items() for k, v in d.items()}, path)
+
+    def ip_dicts(self, variant: str) -> dict[str, dict[str, torch.Tensor]]:
+        """The h94 dicts of each variant (fixed seeds: the same tensors on every call)."""
+        seeds = {"plain": 21, "plus": 22, "plus-face": 23, "full-face": 24}
+        return tiny_ip_adapter(self._unet_a(), variant, seed=seeds[variant])
+
+    def _ip_safetensors(self, variant: str, name: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flat = {f"{p}.{k}": v for p, d in self.ip_dicts(variant).items() for k, v in d.items()}
+        return save_safetensors_atomic(flat, path)
+
+    def _unet_a(self) -> UNet2DConditionModel:
+        return UNet2DConditionModel.from_pretrained(str(self.base_a / "unet"))
+
+    def _sc_original(self, folder: Path) -> dict[str, torch.Tensor]:
+        sc = SparseControlNetModel.from_pretrained(str(folder))
+        return sparsectrl_to_original(sc.state_dict(), sc.config)
 
     def _save_folder(self, model: torch.nn.Module, name: str) -> Path:
         model.save_pretrained(str(self.root / name))

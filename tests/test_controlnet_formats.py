@@ -23,7 +23,7 @@ from motion_adapters.formats.controlnet import (
 from motion_adapters.formats.ldm import diffusers_to_ldm as unet_to_ldm
 from motion_adapters.headers import file_kind
 from motion_adapters.io import read_safetensors_metadata, read_state_dict, save_safetensors_atomic
-from motion_adapters.kinds import KIND_CONTROLNET, KIND_MOTION, sniff_keys
+from motion_adapters.kinds import KIND_CONTROLNET, KIND_MOTION, KIND_SPARSECTRL, sniff_keys
 from motion_adapters.loading import inspect_path, load_adapter
 from motion_adapters.swap import build_controlnet, check_controlnet_fits_base
 from tests.tiny_models import tiny_t2i_adapter
@@ -135,7 +135,7 @@ def test_sniffing_tells_controlnets_from_sparsectrl_and_t2i_adapters(tiny):
     assert file_kind(tiny.cn_dir / "diffusion_pytorch_model.safetensors") == KIND_CONTROLNET
     sparse = {"controlnet_cond_embedding.conv_in.weight": None, "controlnet_down_blocks.0.weight": None,
               "down_blocks.0.motion_modules.0.proj_in.weight": None}
-    assert "SparseCtrl" in sniff_keys(sparse)
+    assert sniff_keys(sparse) == KIND_SPARSECTRL
     assert "T2I-Adapter" in file_kind(tiny.t2i_adapter) and "T2I-Adapter" in file_kind(tiny.t2i_adapter_orig)
 
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from diffusers import (
     AutoencoderKL,
     ControlNetModel,
     MotionAdapter,
+    SparseControlNetModel,
     StableDiffusionPipeline,
     T2IAdapter,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from motion_adapters.schedulers import make_scheduler
 from motion_adapters.tokenizer import clip_tokenizer
@@ -69,6 +71,9 @@ TINY_MOTION = dict(
     motion_max_seq_length=32,
     use_motion_mid_block=False,
 )
+# A CLIP image encoder for IP-Adapters (h94's are ViT-H/14 at 224 px: hidden 1280, projection 1024)
+TINY_IMAGE_ENCODER = dict(image_size=32, patch_size=8, hidden_size=32, projection_dim=32, intermediate_size=37,
+                          num_hidden_layers=2, num_attention_heads=4)
 # ControlNet hint embedding: the four levels of SD1.5's (16, 32, 96, 256), narrower
 TINY_HINT_CHANNELS = (8, 8, 16, 16)
 # An SDXL-layout ControlNet: text_time embeddings, 2048-wide cross-attention, two transformer layers deep
@@ -178,3 +183,75 @@ def t2i_adapter_to_original(state_dict: dict[str, torch.Tensor], num_res_blocks:
             k = ".".join(["body", str(int(parts[1]) * num_res_blocks + int(parts[3])), *parts[4:]])
         out[k] = v
     return out
+
+
+def tiny_sparsectrl(unet: UNet2DConditionModel, kind: str = "rgb", seed: int = 0) -> SparseControlNetModel:
+    """A SparseCtrl encoder copied from ``unet``'s encoder (``SparseControlNetModel.from_unet``; motion heads 8
+    and 32 frames, like :data:`TINY_MOTION`). ``rgb``: the one-convolution embedding of 4 latent channels + the
+    mask; ``scribble``: the hint-embedding stack on 3 channels + the mask. Zero convolutions made non-zero."""
+    torch.manual_seed(seed)
+    unet = copy.deepcopy(unet)
+    unet.register_to_config(down_block_types=list(unet.config.down_block_types))  # from_unet edits it in place
+    model = SparseControlNetModel.from_unet(unet, conditioning_channels=4)
+    if kind == "scribble":
+        cfg = {**{k: v for k, v in model.config.items() if not k.startswith("_")}, "conditioning_channels": 3, "use_simplified_condition_embedding": False,
+               "conditioning_embedding_out_channels": TINY_HINT_CHANNELS}
+        scribble = SparseControlNetModel.from_config(cfg)
+        kept = {k: v for k, v in model.state_dict().items() if not k.startswith("controlnet_cond_embedding")}
+        scribble.load_state_dict(kept, strict=False)
+        model = scribble
+    g = torch.Generator().manual_seed(seed)
+    emb = model.controlnet_cond_embedding
+    zero = [emb if kind == "rgb" else emb.conv_out, model.controlnet_mid_block, *model.controlnet_down_blocks]
+    with torch.no_grad():
+        for p in (p for m in zero for p in m.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def tiny_image_encoder(seed: int = 0, **overrides) -> CLIPVisionModelWithProjection:
+    """A tiny CLIP image encoder (32 px, 8 px patches: 17 tokens; hidden and projection 32 wide)."""
+    torch.manual_seed(seed)
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY_IMAGE_ENCODER, **overrides})).eval()
+
+
+def tiny_ip_adapter(unet: UNet2DConditionModel, variant: str = "plain", embed_dim: int = 32, seed: int = 0,
+                    cross_attention_dim: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """An IP-Adapter for ``unet`` in h94's layout (``{"image_proj": …, "ip_adapter": …}``), written key by
+    key: ``ip_adapter`` ids 1, 3, 5, … one ``to_k_ip``/``to_v_ip`` pair per cross attention of the UNet, in
+    the order of its attention processors. ``embed_dim``: the encoder's projection_dim (plain) or hidden_size
+    (plus, plus-face, full-face)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.02
+
+    cross = cross_attention_dim or unet.config.cross_attention_dim
+    layers = [unet.get_submodule(name.removesuffix(".processor")) for name in unet.attn_processors
+              if name.endswith("attn2.processor")]
+    ip = {}
+    for i, attn in enumerate(layers):
+        ip[f"{2 * i + 1}.to_k_ip.weight"] = r(attn.to_k.out_features, cross)
+        ip[f"{2 * i + 1}.to_v_ip.weight"] = r(attn.to_v.out_features, cross)
+    if variant == "plain":  # ImageProjModel: 4 tokens from the projected image embeds
+        proj = {"proj.weight": r(4 * cross, embed_dim), "proj.bias": r(4 * cross),
+                "norm.weight": 1 + r(cross), "norm.bias": r(cross)}
+    elif variant == "full-face":  # MLPProjModel over the hidden states: Linear, GELU, Linear, LayerNorm
+        proj = {"proj.0.weight": r(embed_dim, embed_dim), "proj.0.bias": r(embed_dim),
+                "proj.2.weight": r(cross, embed_dim), "proj.2.bias": r(cross),
+                "proj.3.weight": 1 + r(cross), "proj.3.bias": r(cross)}
+    else:  # plus / plus-face: the Resampler (16 queries, 4 layers, one 64-wide head, feed-forward ×4)
+        dim, inner = cross, 64
+        proj = {"latents": r(1, 16, dim), "proj_in.weight": r(dim, embed_dim), "proj_in.bias": r(dim),
+                "proj_out.weight": r(cross, dim), "proj_out.bias": r(cross),
+                "norm_out.weight": 1 + r(cross), "norm_out.bias": r(cross)}
+        for n in range(4):
+            proj.update({
+                f"layers.{n}.0.norm1.weight": 1 + r(dim), f"layers.{n}.0.norm1.bias": r(dim),
+                f"layers.{n}.0.norm2.weight": 1 + r(dim), f"layers.{n}.0.norm2.bias": r(dim),
+                f"layers.{n}.0.to_q.weight": r(inner, dim), f"layers.{n}.0.to_kv.weight": r(2 * inner, dim),
+                f"layers.{n}.0.to_out.weight": r(dim, inner),
+                f"layers.{n}.1.0.weight": 1 + r(dim), f"layers.{n}.1.0.bias": r(dim),
+                f"layers.{n}.1.1.weight": r(4 * dim, dim), f"layers.{n}.1.3.weight": r(dim, 4 * dim),
+            })
+    return {"image_proj": proj, "ip_adapter": ip}

@@ -105,16 +105,11 @@ def diffusers_to_original(
     for key, value in state_dict.items():
         if is_pe_key(key):
             continue
-        m = _MODULE_RE.match(key)
-        if not m:
-            raise AdapterFormatError(None, "motion-module keys (…motion_modules.N.…)", f"key {key!r}")
-        block, j, rest = m.groups()
-        parts = rest.split(".")
-        if parts[0] == "transformer_blocks" and len(parts) > 2:
-            parts[2] = _TO_ORIGINAL_SEGMENTS.get(parts[2], parts[2])
-        prefix = f"{block}.motion_modules.{j}.temporal_transformer"
-        out[f"{prefix}.{'.'.join(parts)}"] = value
-        if parts[0] == "norm" and parts[-1] == "weight":
+        name = motion_key_to_original(key)
+        prefix, _, rest = name.partition(".temporal_transformer.")
+        prefix += ".temporal_transformer"
+        out[name] = value
+        if rest == "norm.weight":
             channels[prefix] = value.shape[0]
     for prefix, c in channels.items():
         n_tb = {k.split(".transformer_blocks.")[1].split(".")[0] for k in out if k.startswith(prefix + ".transformer_blocks.")}
@@ -123,6 +118,19 @@ def diffusers_to_original(
             for a in (0, 1):
                 out[f"{prefix}.transformer_blocks.{t}.attention_blocks.{a}.pos_encoder.pe"] = pe.clone()
     return out
+
+
+def motion_key_to_original(key: str) -> str:
+    """One diffusers motion-module key → its original AnimateDiff name (``temporal_transformer.`` inserted,
+    ``norm1``/``norm2``/``norm3``/``attn1``/``attn2`` renamed segment by segment)."""
+    m = _MODULE_RE.match(key)
+    if not m:
+        raise AdapterFormatError(None, "motion-module keys (…motion_modules.N.…)", f"key {key!r}")
+    block, j, rest = m.groups()
+    parts = rest.split(".")
+    if parts[0] == "transformer_blocks" and len(parts) > 2:
+        parts[2] = _TO_ORIGINAL_SEGMENTS.get(parts[2], parts[2])
+    return f"{block}.motion_modules.{j}.temporal_transformer.{'.'.join(parts)}"
 
 
 def sinusoidal_pe(length: int, channels: int) -> torch.Tensor:

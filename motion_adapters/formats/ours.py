@@ -1,9 +1,10 @@
 """Our adapter format: one ``.safetensors`` per adapter with a self-describing ``__metadata__`` header.
 
 Header keys (all strings): ``motion_adapters.format_version``, ``.kind`` (motion_module | motion_lora |
-spatial_lora | controlnet | sparsectrl), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
-motion modules, the LoRA rank/targets for LoRAs, the ``ControlNetModel`` config for ControlNets, with
-``.control_kind`` beside it), ``.groupnorm`` (the normalisation convention the weights
+spatial_lora | controlnet | sparsectrl | ip_adapter), ``.base_family`` (sd15 | sdxl), ``.config`` (JSON: the diffusers ``MotionAdapter`` config for
+motion modules, the LoRA rank/targets for LoRAs, the ``ControlNetModel`` / ``SparseControlNetModel`` config for ControlNets
+and SparseCtrl encoders, with ``.control_kind`` beside it, the variant, widths and token count of an
+IP-Adapter), ``.groupnorm`` (the normalisation convention the weights
 were trained with), ``.training`` (JSON summary of the training run, when there is one) and ``.toolkit``.
 Tensors use diffusers key layouts, so diffusers loaders read the tensors directly.
 """
@@ -86,3 +87,10 @@ def save_sparsectrl(sc, path: str | Path, training: Mapping | None = None) -> Pa
     md = build_metadata("sparsectrl", sc.family, sc.config, training)
     md[f"{PREFIX}control_kind"] = sc.control_kind
     return save_safetensors_atomic(sc.state_dict, path, md)
+
+
+def save_ip_adapter(ipw, path: str | Path, training: Mapping | None = None) -> Path:
+    """Save an :class:`~motion_adapters.formats.ip_adapter.IPAdapterWeights` in our format (h94's
+    ``image_proj.`` / ``ip_adapter.`` keys; the variant, widths and token count in the header)."""
+    md = build_metadata("ip_adapter", ipw.family, ipw.summary(), training)
+    return save_safetensors_atomic(ipw.flat(), path, md)

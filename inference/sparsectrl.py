@@ -1,0 +1,56 @@
+"""SparseCtrl: pictures (an ``rgb`` encoder) or scribbles (a ``scribble`` encoder) that pin chosen frames of a
+clip — the first frame to animate a picture, first and last to go from one picture to another.
+
+The encoder is a control model like a ControlNet (:class:`~.controlnets.ControlNetSet` keeps it loaded); the
+pictures are keyframes: frame index → picture, ``image=`` being frame 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from diffusers import SparseControlNetModel
+
+from motion_adapters.errors import MotionAdapterError
+from motion_adapters.inference.controlnets import ControlKind
+from motion_adapters.inference.inputs import Frames, PictureInput, read_picture
+from motion_adapters.kinds import KIND_SPARSECTRL
+from motion_adapters.pending import build_sparsectrl, check_sparsectrl_fits_base
+
+SPARSECTRL = ControlKind(
+    SparseControlNetModel, KIND_SPARSECTRL, check_sparsectrl_fits_base, build_sparsectrl,
+    live_kind=lambda m: "rgb" if m.config.use_simplified_condition_embedding else "scribble")
+
+
+def read_keyframes(image: PictureInput | None, keyframes: Mapping[int, PictureInput] | None,
+                   labels: Mapping[str, str]) -> dict[int, Frames]:
+    """The pictures of a call by frame index as given (negative: from the end), ``image`` at 0, each read now;
+    errors name ``labels['image']`` / ``labels['keyframes']``."""
+    kf_label = labels.get("keyframes", "keyframes")
+    out: dict[int, Frames] = {}
+    if image is not None:
+        out[0] = read_picture(image, labels.get("image", "image"))
+    for index, picture in (keyframes or {}).items():
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise MotionAdapterError(f"{kf_label}: expected whole frame indices, found {index!r}")
+        if index == 0 and image is not None:
+            raise MotionAdapterError(f"{kf_label} 0: frame 0 is already the {labels.get('image', 'image')}; expected "
+                                     "one picture per frame, found two")
+        out[index] = read_picture(picture, f"{kf_label} {index}")
+    return out
+
+
+def place_keyframes(pictures: Mapping[int, Frames], num_frames: int, labels: Mapping[str, str]) -> dict[int, Frames]:
+    """``pictures`` at frame indices inside a clip of ``num_frames`` (negative ones counted from the end), in
+    order; an index outside the clip, or two pictures for one frame, is an error naming it."""
+    kf_label = labels.get("keyframes", "keyframes")
+    placed: dict[int, Frames] = {}
+    for index, picture in pictures.items():
+        at = index + num_frames if index < 0 else index
+        if not 0 <= at < num_frames:
+            raise MotionAdapterError(f"{kf_label} {index}: expected a frame of the {num_frames}-frame clip (0 to "
+                                     f"{num_frames - 1}, or -{num_frames} to -1 from the end), found {index}")
+        if at in placed:
+            raise MotionAdapterError(f"{kf_label} {index}: frame {at} already has a picture; expected one per frame")
+        placed[at] = picture
+    return dict(sorted(placed.items()))
