@@ -194,20 +194,28 @@ class Studio:
         req = request.checked(self.cfg.max_upload_bytes)  # every option and upload, before any model is touched
         b, m, ls = self._entries(req.base, req.motion, req.loras)
         cs = [self.library.resolve(CONTROLNET, c.name) for c in req.controlnets]
-        images = image_inputs(self.library, req.images, b, req.options.num_frames)
+        images = image_inputs(self.library, req.images, b, req.options.num_frames, req.controlnets)
         t0 = time.perf_counter()
         with self.gate.hold(GENERATION):
             with self._lock:
                 notices = self._ensure(b, m, ls, cs)
-                result = self.gen.generate(**req.options.as_kwargs(), video=req.video,
-                                           controlnets=control_inputs(req.controlnets, cs), **images,
-                                           labels=MEMORY_LABELS)
+                self._unload_unused(images)
+                result = self.gen.generate(**{**req.options.as_kwargs(), **images}, video=req.video,
+                                           controlnets=control_inputs(req.controlnets, cs), labels=MEMORY_LABELS)
                 self.generations += 1
         recipe = upload_names({**result.recipe, "fps": req.fps}, req.uploads)
         preview, download, maps = self._write(result.frames, recipe, req, result.control_maps)
         del result
         release_memory()
         return Clip(preview, download, recipe, notices, time.perf_counter() - t0, maps)
+
+    def _unload_unused(self, images: dict) -> None:
+        """Unload what the generator would otherwise reuse: a SparseCtrl encoder of an earlier call when this first
+        frame has none (it is animated by video to video instead), an IP-Adapter no longer chosen (its memory)."""
+        if "image" in images and images["sparsectrl"] is None and self.gen.sparsectrl is not None:
+            self.gen.set_sparsectrl(None)
+        if "ip_adapter" not in images and self.gen.ip_adapter is not None:
+            self.gen.set_ip_adapter(None)
 
     def _write(self, frames, recipe: dict, req: CheckedGeneration,
                maps: list[np.ndarray]) -> tuple[Path, Path, Path | None]:
@@ -257,20 +265,28 @@ def control_inputs(controls: list[CheckedControl], entries: list[Entry]) -> list
                          preprocessor=c.preprocessor) for c, e in zip(controls, entries, strict=True)]
 
 
-def image_inputs(library: ModelLibrary, images: ImageInput, base: Entry, num_frames: int) -> dict:
-    """The generator's image arguments of a checked image input: ``image`` (or ``keyframes`` with a last frame),
-    the chosen SparseCtrl encoder (none chosen: the generator takes the base's default) and the IP-Adapter with
-    its image and scale; nothing for what the page left empty, so a plain generation passes none of them."""
+def image_inputs(library: ModelLibrary, images: ImageInput, base: Entry, num_frames: int,
+                 controls: list[CheckedControl]) -> dict:
+    """The generator's image arguments of a checked image input: ``image`` (and ``keyframes`` with the last frame)
+    with the encoder that holds them (the one chosen, else the base's default; ``None``: none, the picture is then
+    animated by video to video at the strength, and ``strength`` is dropped otherwise), and the IP-Adapter with its
+    image and scale. Nothing for what the page left empty: a plain generation passes none of them."""
     out: dict = {}
-    if images.last is not None:
-        if not images.sparsectrl and default_sparsectrl_for(base.source) is None:
+    if images.first is not None:
+        encoder = (library.resolve(SPARSECTRL, images.sparsectrl).source if images.sparsectrl
+                   else default_sparsectrl_for(base.source))
+        if encoder is None and images.last is not None:
             raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['sparsectrl']} encoder to hold it ({base.name} "
                              f"has no default one: pick one in {LABELS['sparsectrl']}), found none")
-        out["keyframes"] = {0: images.first, num_frames - 1: images.last}
-    elif images.first is not None:
-        out["image"] = images.first
-    if images.sparsectrl:
-        out["sparsectrl"] = library.resolve(SPARSECTRL, images.sparsectrl).source
+        if encoder is not None and controls:
+            raise BadRequest(f"{LABELS['controlnets']} {controls[0].slot}: expected no ControlNet beside a "
+                             f"{LABELS['sparsectrl']} encoder (diffusers' SparseCtrl pipeline takes none), found "
+                             f"{controls[0].name}")
+        out.update(image=images.first, sparsectrl=encoder)
+        if images.last is not None:
+            out["keyframes"] = {num_frames - 1: images.last}
+        if encoder is not None:
+            out["strength"] = None  # the encoder holds the picture: no video to video
     if images.ip_adapter:
         out.update(ip_adapter=library.resolve(IP_ADAPTER, images.ip_adapter).source, ip_image=images.ip_image,
                    ip_scale=images.ip_scale)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from app_support import CONTROLNETS, SPARSECTRL, write_models_dir, write_picture
+from app_support import CONTROLNETS, IP_ADAPTER, SPARSECTRL, write_models_dir, write_picture
 
 from motion_adapters.app.jobs import TRAINING, DeviceBusy, DeviceGate
 from motion_adapters.app.models import NotInLibrary
@@ -38,9 +38,10 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     embedded_sparsectrl = [n for n in lib.names("sparsectrl") if lib.resolve("sparsectrl", n).registered]
     assert lib.names("sparsectrl") == [*embedded_sparsectrl, SPARSECTRL]
     assert lib.resolve("sparsectrl", SPARSECTRL).detail == "SparseCtrl encoder"
+    assert lib.names("ip_adapter") == [IP_ADAPTER] and not any("image_encoder" in n for n in lib.names())
     assert not any("junk" in n or "notes" in n or "checkpoints" in n for n in lib.names())
     assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "sparsectrl": 1 + len(embedded_sparsectrl),
-                      "ip_adapter": len(lib.names("ip_adapter")), "dataset": 1}
+                      "ip_adapter": 1, "dataset": 1}
     entry = lib.resolve("motion", "strong-motion.safetensors")
     assert entry.path == (models / "strong-motion.safetensors").resolve() and entry.source == str(entry.path)
     assert lib.resolve("base", "shapes-navy").source == "shapes-navy"  # embedded: its registered name
@@ -154,12 +155,14 @@ def test_image_input_requests_are_checked(tmp_path):
 
 
 def test_image_inputs_become_the_generators_arguments(tmp_path):
-    """``image`` alone, ``keyframes`` with a last frame, the chosen encoder and IP-Adapter by their library
-    source; nothing at all for an empty area (a text-to-video call passes none of the new arguments)."""
+    """``image`` (and ``keyframes`` for the last frame) with the encoder that holds them (then no strength: not
+    video to video), the IP-Adapter by its library source; nothing at all for an empty area (a text-to-video call
+    passes none of the new arguments)."""
     from pathlib import Path
     from types import SimpleNamespace
 
     from motion_adapters.app.models import Entry
+    from motion_adapters.app.requests import CheckedControl
     from motion_adapters.app.studio import image_inputs
 
     def resolve(kind, name):
@@ -167,20 +170,24 @@ def test_image_inputs_become_the_generators_arguments(tmp_path):
 
     lib = SimpleNamespace(resolve=resolve)
     base = Entry("bases/plain", "base", tmp_path, "SD checkpoint")  # no registered family: no default encoder
-    assert image_inputs(lib, ImageInput(), base, 8) == {}
-    assert image_inputs(lib, ImageInput("a.png"), base, 8) == {"image": "a.png"}
-    assert image_inputs(lib, ImageInput("a.png", "b.png", "sc.safetensors"), base, 16) == {
-        "keyframes": {0: "a.png", 15: "b.png"}, "sparsectrl": "/models/sc.safetensors"}
-    assert image_inputs(lib, ImageInput(ip_adapter="ip.bin", ip_image="c.png", ip_scale=1.2), base, 8) == {
+    assert image_inputs(lib, ImageInput(), base, 8, []) == {}
+    assert image_inputs(lib, ImageInput("a.png"), base, 8, []) == {"image": "a.png", "sparsectrl": None}
+    assert image_inputs(lib, ImageInput("a.png", "b.png", "sc.safetensors"), base, 16, []) == {
+        "image": "a.png", "keyframes": {15: "b.png"}, "sparsectrl": "/models/sc.safetensors", "strength": None}
+    assert image_inputs(lib, ImageInput(ip_adapter="ip.bin", ip_image="c.png", ip_scale=1.2), base, 8, []) == {
         "ip_adapter": "/models/ip.bin", "ip_image": "c.png", "ip_scale": 1.2}
     with pytest.raises(BadRequest, match="^Last frame: expected a SparseCtrl encoder to hold it \\(bases/plain has "
                                          "no default one"):
-        image_inputs(lib, ImageInput("a.png", "b.png"), base, 8)
+        image_inputs(lib, ImageInput("a.png", "b.png"), base, 8, [])
+    control = CheckedControl(2, "cn", 1.0, 0.0, 1.0, None, "maps.mp4")
+    with pytest.raises(BadRequest, match="^ControlNet 2: expected no ControlNet beside a SparseCtrl encoder"):
+        image_inputs(lib, ImageInput("a.png", sparsectrl="sc"), base, 8, [control])
+    assert "image" in image_inputs(lib, ImageInput("a.png"), base, 8, [control])  # no encoder: video to video
 
 
-def test_a_first_frame_reaches_the_generator_and_the_recipe_names_it_by_file_name(models, tmp_path):
-    """The studio hands the generator the uploaded picture, the chosen encoder and the page's labels; the recipe
-    it writes names the upload by its file name only (a stand-in generator records the call)."""
+def test_the_image_input_reaches_the_generator_and_the_recipe_names_uploads_by_file_name(models, tmp_path):
+    """The studio hands the generator the uploaded pictures, the chosen encoder and IP-Adapter and the page's
+    labels; the recipe it writes names each upload by its file name only (a stand-in generator records the call)."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -188,27 +195,32 @@ def test_a_first_frame_reaches_the_generator_and_the_recipe_names_it_by_file_nam
     from motion_adapters.app.config import StudioConfig
     from motion_adapters.app.studio import Studio
 
-    picture = write_picture(tmp_path / "uploads" / "a3f9" / "red circle.png")
+    first, last, ip = (write_picture(tmp_path / "uploads" / f"a3f{i}" / f"{n}.png", seed=i)
+                       for i, n in enumerate(("red circle", "last", "style")))
     calls = []
 
     def generate(**kw):
         calls.append(kw)
-        recipe = {"seed": kw["seed"], "prompt": kw["prompt"], "strength": kw["strength"],
-                  "image": {"path": kw["image"], "sha256": "ab"}}
+        recipe = {"seed": kw["seed"], "prompt": kw["prompt"], "image": {"path": kw["image"], "sha256": "ab"},
+                  "keyframes": [{"index": i, "path": p} for i, p in kw.get("keyframes", {}).items()],
+                  "ip_adapter": {"scale": kw.get("ip_scale"), "image": {"path": kw.get("ip_image")}}}
         return SimpleNamespace(frames=np.zeros((kw["num_frames"], 32, 32, 3)), recipe=recipe, control_maps=[])
 
     studio = Studio(StudioConfig(models_dirs=[models], output_dir=tmp_path / "out", device="cpu"))
-    studio.gen = SimpleNamespace(generate=generate, builds=1)
+    studio.gen = SimpleNamespace(generate=generate, builds=1, sparsectrl=None, ip_adapter=None)
     studio.loaded.update(base="shapes-base", motion="shapes-motion")  # nothing to swap
-    clip = studio.generate(GenerateRequest(base="shapes-base", motion="shapes-motion", prompt="a red circle",
-                                           frames=8, fmt="gif", images=ImageInput(str(picture),
-                                                                                  sparsectrl=SPARSECTRL)))
-    (kw,) = calls
-    assert kw["image"] == str(picture) and kw["strength"] == 0.8 and "keyframes" not in kw
-    assert kw["sparsectrl"] == str((models / SPARSECTRL).resolve()) and "ip_adapter" not in kw
+    request = dict(base="shapes-base", motion="shapes-motion", prompt="a red circle", frames=8, fmt="gif")
+    clip = studio.generate(GenerateRequest(**request, images=ImageInput(str(first), str(last), SPARSECTRL,
+                                                                        IP_ADAPTER, str(ip), 0.9)))
+    kw = calls[-1]
+    assert kw["image"] == str(first) and kw["keyframes"] == {7: str(last)} and kw["strength"] is None
+    assert kw["sparsectrl"] == str((models / SPARSECTRL).resolve())
+    assert (kw["ip_adapter"], kw["ip_image"], kw["ip_scale"]) == (str((models / IP_ADAPTER).resolve()), str(ip), 0.9)
     assert kw["labels"]["image"] == "First frame" and kw["labels"]["ip_scale"] == "IP scale"
     assert clip.recipe["image"] == {"path": "red circle.png", "sha256": "ab"}
-    assert str(tmp_path) not in clip.download.read_bytes().decode("latin-1")
+    assert clip.recipe["keyframes"] == [{"index": 7, "path": "last.png"}]
+    assert clip.recipe["ip_adapter"]["image"] == {"path": "style.png"}
+    assert str(tmp_path / "uploads") not in clip.download.read_bytes().decode("latin-1")
 
 
 def test_reuse_recipe_fills_the_video_input_where_it_can(models):
