@@ -1,6 +1,6 @@
 """The Generate tab: models (hot-swapped on change), LoRAs with weights, prompt and every generation option, a
-video input (video to video, ControlNets), an image input (first / last frame, IP-Adapter); the clip plays in the page beside the control maps it followed,
-downloads with its recipe embedded, and the recipe is shown."""
+video input (video to video, ControlNets) and an image input (first / last frame, IP-Adapter); the clip plays in the
+page beside the control maps it followed, downloads with its recipe embedded, and the recipe is shown."""
 
 from __future__ import annotations
 

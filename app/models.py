@@ -32,7 +32,8 @@ SKIP_DIRS = {"checkpoints", "logs", "latents", "validation", "__pycache__", "nod
 MAX_DEPTH = 6
 MAX_FILES = 5000
 _KIND_OF = {"sd_checkpoint": BASE, "motion_module": MOTION, "motion_lora": LORA, "spatial_lora": LORA,
-            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET, KIND_SPARSECTRL: SPARSECTRL, KIND_IP_ADAPTER: IP_ADAPTER}
+            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET, KIND_SPARSECTRL: SPARSECTRL,
+            KIND_IP_ADAPTER: IP_ADAPTER}
 _LABEL = {"sd_checkpoint": "SD checkpoint", "motion_module": "motion module", "motion_lora": "motion LoRA",
           "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet",
           KIND_SPARSECTRL: "SparseCtrl encoder", KIND_IP_ADAPTER: "IP-Adapter"}

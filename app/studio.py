@@ -276,8 +276,8 @@ def image_inputs(library: ModelLibrary, images: ImageInput, base: Entry, num_fra
         encoder = (library.resolve(SPARSECTRL, images.sparsectrl).source if images.sparsectrl
                    else default_sparsectrl_for(base.source))
         if encoder is None and images.last is not None:
-            raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['sparsectrl']} encoder to hold it ({base.name} "
-                             f"has no default one: pick one in {LABELS['sparsectrl']}), found none")
+            raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['sparsectrl']} encoder to hold it "
+                             f"({base.name} has no default one: pick one in {LABELS['sparsectrl']}), found none")
         if encoder is not None and controls:
             raise BadRequest(f"{LABELS['controlnets']} {controls[0].slot}: expected no ControlNet beside a "
                              f"{LABELS['sparsectrl']} encoder (diffusers' SparseCtrl pipeline takes none), found "

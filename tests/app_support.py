@@ -78,7 +78,8 @@ def shapes_controlnet(seed: int = 0):
     """A ControlNet of shapes-base's UNet layout with every weight perturbed, so its zero convolutions act."""
     from diffusers import ControlNetModel
 
-    cn = ControlNetModel.from_unet(shapes_unet(), conditioning_embedding_out_channels=(16, 32, 64))  # /4: the VAE's factor
+    cn = ControlNetModel.from_unet(shapes_unet(),
+                                   conditioning_embedding_out_channels=(16, 32, 64))  # /4: the VAE's factor
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in cn.parameters():
