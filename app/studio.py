@@ -100,12 +100,20 @@ class Studio:
             "motion": self.loaded["motion"],
             "loras": dict(self.loaded["loras"]),
             "controlnets": list(self.loaded["controlnets"]),
+            "sparsectrl": self._display(gen.sparsectrl) if gen is not None else None,
+            "ip_adapter": self._display(gen.ip_adapter) if gen is not None else None,
             "device": str(gen.device) if gen is not None else (self.cfg.device or "auto"),
             "dtype": str(gen.dtype).replace("torch.", "") if gen is not None else (self.cfg.dtype or "auto"),
             "busy": self.gate.owner,
             "generations": self.generations,
             "training": None if job is None else {"name": job.name, "state": job.state},
         }
+
+    def _display(self, source: str | None) -> str | None:
+        """The library name of a model the generator holds (by its source), else the source itself."""
+        if source is None:
+            return None
+        return next((e.name for e in self.library.entries() if e.source == str(source)), str(source))
 
     # -------------------------------------------------------------------------------------------- swaps
     def _entries(self, base: str, motion: str, loras: list[tuple[str, float]]):

@@ -94,16 +94,20 @@ def _is_generator(fn: Callable) -> bool:
 
 
 def status_markdown(status: dict) -> str:
-    """One line: builds (stays 1 across swaps), loaded models, device, what holds it."""
+    """One line: builds (stays 1 across swaps), loaded models (a SparseCtrl encoder or IP-Adapter only while one
+    is loaded), device, what holds it."""
     loras = ", ".join(f"`{n}` × {w:g}" for n, w in status["loras"].items()) or "none"
     controlnets = ", ".join(f"`{n}`" for n in status.get("controlnets", [])) or "none"
     training = status.get("training")
     busy = status["busy"] or "idle"
+    held = [f"{label}: `{status[k]}`" for k, label in (("sparsectrl", "SparseCtrl"), ("ip_adapter", "IP-Adapter"))
+            if status.get(k)]  # shown while loaded: kept from one generation to the next
     parts = [f"**Pipeline** builds: {status['builds']}",
              f"base: `{status['base'] or '(not loaded)'}`",
              f"motion: `{status['motion'] or '(not loaded)'}`",
              f"LoRAs: {loras}",
              f"ControlNets: {controlnets}",
+             *held,
              f"{status['device']} {status['dtype']}",
              f"device: {busy}",
              f"generations: {status['generations']}"]

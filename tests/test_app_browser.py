@@ -172,6 +172,8 @@ def test_image_to_video_in_the_browser(server, page, tmp_path):
     for text in ('"image": {', picture.name, '"sparsectrl": {', '"ip_adapter": {', style.name):
         assert text in recipe, recipe
     assert str(tmp_path) not in recipe and studio.builds == 1
+    status = status_text(page)
+    assert f"SparseCtrl: {SPARSECTRL}" in status and f"IP-Adapter: {IP_ADAPTER}" in status, status
     pick(page, "gen-sparsectrl", "(automatic)")  # the next flows are text to video
     pick(page, "gen-ip-adapter", "(none)")
     for elem_id in ("gen-first-frame", "gen-ip-image"):
