@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from motion_adapters.app import config as C
-from motion_adapters.app.image_input import build_image_input, image_request
+from motion_adapters.app.image_input import build_image_input, image_request, reuse_image_recipe
 from motion_adapters.app.models import BASE, LORA, MOTION
 from motion_adapters.app.requests import GenerateRequest
 from motion_adapters.app.studio import Studio, has_ffmpeg
@@ -158,16 +158,17 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
     def reuse_video_input(recipe_text):
         try:
             values, notes = reuse_recipe(studio.library, recipe_text)
+            image_values, image_notes = reuse_image_recipe(studio.library, recipe_text)
         except (TypeError, ValueError, KeyError, AttributeError):
             raise gr.Error("no clip yet: generate one first, then its recipe can be reused") from None
-        for note in notes:
+        for note in notes + image_notes:
             gr.Info(note)
-        return values
+        return values + image_values
 
     random_btn.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
     reuse_btn.click(reuse, inputs=recipe, outputs=seed, api_visibility="private", queue=False)
-    vin.reuse.click(reuse_video_input, inputs=recipe, outputs=vin.reuse_outputs, api_visibility="private",
-                    queue=False)
+    vin.reuse.click(reuse_video_input, inputs=recipe, outputs=vin.reuse_outputs + iin.reuse_outputs,
+                    api_visibility="private", queue=False)
     return GenerateTab(status=status, base=base, motion=motion)
 
 

@@ -3,11 +3,12 @@ SparseCtrl encoder that holds them, and an IP-Adapter with its image prompt and 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from motion_adapters.app import config as C
-from motion_adapters.app.models import IP_ADAPTER, SPARSECTRL
+from motion_adapters.app.models import IP_ADAPTER, SPARSECTRL, ModelLibrary
 from motion_adapters.app.requests import LABELS, ImageInput
 from motion_adapters.app.ui import AUTO_SPARSECTRL, NONE_IP_ADAPTER, Dropdowns, check_uploads
 
@@ -29,6 +30,11 @@ class ImageInputs:
     @property
     def inputs(self) -> list:
         return [self.first, self.last, self.sparsectrl, self.ip_adapter, self.ip_image, self.ip_scale]
+
+    @property
+    def reuse_outputs(self) -> list:
+        """What "reuse recipe" fills: the SparseCtrl encoder, the IP-Adapter and its scale (not the uploads)."""
+        return [self.sparsectrl, self.ip_adapter, self.ip_scale]
 
 
 def build_image_input(drops: Dropdowns) -> ImageInputs:
@@ -70,3 +76,23 @@ def image_request(first, last, sparsectrl, ip_adapter, ip_image, ip_scale) -> di
     return {"images": ImageInput(first=first, last=last, sparsectrl=sparsectrl or AUTO_SPARSECTRL,
                                  ip_adapter=ip_adapter or NONE_IP_ADAPTER, ip_image=ip_image,
                                  ip_scale=C.DEFAULT_IP_SCALE if ip_scale is None else ip_scale)}
+
+
+def reuse_image_recipe(library: ModelLibrary, recipe_text: str) -> tuple[list, list[str]]:
+    """The values "reuse recipe" puts into the area (SparseCtrl encoder, IP-Adapter, IP scale) and what it could not
+    fill: the pictures must be uploaded again, and a model no longer in the library leaves its dropdown empty."""
+    recipe = json.loads(recipe_text)
+    ip = recipe.get("ip_adapter") or {}
+    pictures = [(LABELS["image"], recipe.get("image")), (LABELS["ip_image"], ip.get("image")),
+                *((LABELS["keyframes"], k) for k in recipe.get("keyframes") or [])]
+    notes = [f"upload the {label} again ({entry.get('path')}): uploads are not kept"
+             for label, entry in pictures if isinstance(entry, dict)]
+    values = []
+    for kind, entry, empty in ((SPARSECTRL, recipe.get("sparsectrl"), AUTO_SPARSECTRL),
+                               (IP_ADAPTER, ip, NONE_IP_ADAPTER)):
+        name = library.named_in_recipe(kind, entry) if entry else None
+        if entry and name is None:
+            notes.append(f"{LABELS[kind]} of the recipe ({entry.get('name') or entry.get('path')}) is not in the library: "
+                         "left empty")
+        values.append(name or empty)
+    return [*values, ip.get("scale", C.DEFAULT_IP_SCALE)], notes

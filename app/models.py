@@ -205,6 +205,11 @@ class ModelLibrary:
                                f"directories (pick one from the list; files elsewhere are never read), found {found}")
         return entry
 
+    def named_in_recipe(self, kind: str, entry: dict) -> str | None:
+        """The library name of a recipe's model entry (its ``path`` is the source the generator was given), None
+        when no model of this kind has that source any more."""
+        return next((e.name for e in self.entries() if e.kind == kind and e.source == entry.get("path")), None)
+
     def contains(self, path: Path) -> bool:
         """Whether ``path`` lies inside a models directory."""
         p = Path(path).resolve()

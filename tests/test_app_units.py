@@ -244,6 +244,30 @@ def test_reuse_recipe_fills_the_video_input_where_it_can(models):
     assert plain == [0.8, "", 1.0, "canny", 0.0, 1.0, "", 1.0, "canny", 0.0, 1.0] and notes == []
 
 
+def test_reuse_recipe_fills_the_image_input_where_it_can(models):
+    import json
+
+    from motion_adapters.app.image_input import reuse_image_recipe
+    from motion_adapters.app.models import ModelLibrary
+
+    lib = ModelLibrary([models])
+    lib.scan()
+    sc, ip = (str(lib.resolve(kind, name).path) for kind, name in (("sparsectrl", SPARSECTRL),
+                                                                    ("ip_adapter", IP_ADAPTER)))
+    recipe = {"seed": 1, "image": {"path": "first.png", "sha256": "ab"}, "keyframes": [{"index": 7, "path": "b.png"}],
+              "sparsectrl": {"name": "x", "path": sc, "scale": 1.0},
+              "ip_adapter": {"name": "y", "path": ip, "scale": 0.9, "image": {"path": "style.png"}}}
+    values, notes = reuse_image_recipe(lib, json.dumps(recipe))
+    assert values == [SPARSECTRL, IP_ADAPTER, 0.9]
+    assert [n.split(" (")[0] for n in notes] == ["upload the First frame again", "upload the IP image again",
+                                                  "upload the Last frame again"]
+    gone = {**recipe, "sparsectrl": {"name": "old.ckpt", "path": "/elsewhere/old.ckpt"}, "ip_adapter": None}
+    values, notes = reuse_image_recipe(lib, json.dumps(gone))
+    assert values == ["", "", 0.6] and any("SparseCtrl of the recipe (old.ckpt) is not in the library" in n
+                                           for n in notes)
+    assert reuse_image_recipe(lib, json.dumps({"seed": 1})) == (["", "", 0.6], [])
+
+
 def test_train_requests_are_checked(tmp_path):
     clip = tmp_path / "a.mp4"
     clip.write_bytes(b"\0" * 100)
