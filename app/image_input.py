@@ -92,7 +92,7 @@ def reuse_image_recipe(library: ModelLibrary, recipe_text: str) -> tuple[list, l
                                (IP_ADAPTER, ip, NONE_IP_ADAPTER)):
         name = library.named_in_recipe(kind, entry) if entry else None
         if entry and name is None:
-            notes.append(f"{LABELS[kind]} of the recipe ({entry.get('name') or entry.get('path')}) is not in the library: "
-                         "left empty")
+            what = entry.get("name") or entry.get("path")
+            notes.append(f"{LABELS[kind]} of the recipe ({what}) is not in the library: left empty")
         values.append(name or empty)
     return [*values, ip.get("scale", C.DEFAULT_IP_SCALE)], notes
