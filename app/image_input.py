@@ -41,10 +41,11 @@ def build_image_input(drops: Dropdowns) -> ImageInputs:
     import gradio as gr  # the app extra: loaded when a page is built, not when the CLI starts
 
     with gr.Accordion("Image input (first / last frame, IP-Adapter)", open=False, elem_id="gen-image-input"):
-        gr.Markdown("A *First frame* makes the clip start from that picture, and a *Last frame* end on this one: a "
-                    "SparseCtrl encoder holds them (*automatic*: the base's own). Without any encoder the first "
-                    "frame is animated by video to video at *Strength*. An IP-Adapter steers every frame by an "
-                    "image prompt (*IP image*) as much as *IP scale* says; it needs no first frame.")
+        gr.Markdown("A *First frame* makes the clip start from that picture, and a *Last frame* makes it end on "
+                    "another: a SparseCtrl encoder holds them (*automatic*: the base's own). Without any encoder the "
+                    "first frame alone is animated by video to video at *Strength* (in the video input). An "
+                    "IP-Adapter steers every frame by an image prompt (*IP image*) as much as *IP scale* says; it "
+                    "needs no first frame.")
         with gr.Row():
             first = _picture("First frame", "gen-first-frame")
             last = _picture("Last frame", "gen-last-frame")
