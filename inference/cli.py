@@ -28,6 +28,7 @@ from motion_adapters.inference.options import GenerateOptions, check_fps, check_
 from motion_adapters.inference.prompts import load_prompt_file
 from motion_adapters.inference.sparsectrl import read_keyframes
 from motion_adapters.kinds import KIND_CONTROLNET, KIND_IP_ADAPTER, KIND_SD, KIND_SPARSECTRL
+from motion_adapters.loading import folder_kind
 from motion_adapters.schedulers import SCHEDULERS
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ LABELS = {"prompt": "--prompt", "negative_prompt": "--negative-prompt", "num_fra
           "lora": "--lora", "low_vram": "--low-vram", "skip_memory_check": "--skip-memory-check",
           "video": "--video", "strength": "--strength", "controlnets": "--controlnet", "image": "--image",
           "keyframes": "--keyframe", "sparsectrl": "--sparsectrl", "ip_adapter": "--ip-adapter",
-          "ip_image": "--ip-image", "ip_scale": "--ip-scale"}
+          "ip_image": "--ip-image", "ip_scale": "--ip-scale", "ip_encoder": "--ip-encoder"}
 EXAMPLES = """examples:
   motion-adapters generate --base toonyou.safetensors --motion mm_sd_v15_v2.ckpt \\
       --prompt "a corgi running on the beach" --frames 16 --seed 42 --out corgi.mp4
@@ -314,7 +315,12 @@ def _check_model_path(flag: str, src: str, kind: str, what: str, expected: str) 
     path = Path(src)
     if not path.exists():
         raise MotionAdapterError(f"{flag} {src}: expected {expected}, found nothing at that path")
-    if path.is_file():
+    if path.is_dir():
+        found = folder_kind(path)
+        if found != kind:
+            name = found.replace("_", " ").removeprefix("unsupported: ")
+            raise MotionAdapterError(f"{flag} {src}: expected {what}, found a folder of {name}")
+    else:
         try:
             found = file_kind(path)
         except AdapterFormatError as e:

@@ -309,7 +309,8 @@ class VideoGenerator:
                                      f"({n.get('ip_adapter', 'ip_adapter')}), found none loaded")
         if ip_adapter is not None:
             self._ip.load(ip_adapter, ip_encoder, unet_config=self.configs["unet"], dtype=self.dtype,
-                          device=self.device, label=n.get("ip_adapter", "ip_adapter"))
+                          device=self.device, label=n.get("ip_adapter", "ip_adapter"),
+                          encoder_label=n.get("ip_encoder", "ip_encoder"))
         return picture
 
     def _sparsectrl_for(self, pictures: Mapping[int, Frames], sparsectrl, source, controls,

@@ -16,18 +16,18 @@ from pathlib import Path
 import torch
 
 from motion_adapters.errors import MotionAdapterError
-from motion_adapters.formats.ip_adapter import IPAdapterWeights
-from motion_adapters.hub import resolve_source
-from motion_adapters.inference.controlnets import file_stamp
-from motion_adapters.inference.options import finite_number
-from motion_adapters.kinds import KIND_IP_ADAPTER
-from motion_adapters.loading import load_adapter
-from motion_adapters.pending import (
+from motion_adapters.formats.ip_adapter import (
+    IPAdapterWeights,
     check_image_encoder_fits,
     check_ip_adapter_fits_base,
     default_image_encoder,
     read_image_encoder,
 )
+from motion_adapters.hub import resolve_source
+from motion_adapters.inference.controlnets import file_stamp
+from motion_adapters.inference.options import finite_number
+from motion_adapters.kinds import KIND_IP_ADAPTER
+from motion_adapters.loading import load_adapter
 from motion_adapters.registry import is_registered
 
 DEFAULT_IP_SCALE = 0.6  # how much the image prompt weighs beside the text (1 = as trained, text barely counts)
@@ -62,26 +62,27 @@ class IPAdapterSlot:
         return self.loaded.source if self.loaded else None
 
     def load(self, model: str | Path, encoder: str | Path | None, *, unet_config, dtype: torch.dtype,
-             device: str, label: str = "ip_adapter") -> LoadedIPAdapter:
+             device: str, label: str = "ip_adapter", encoder_label: str = "ip_encoder") -> LoadedIPAdapter:
         """Make ``model`` (with ``encoder``, default: the ``image_encoder`` folder beside it) the loaded
         IP-Adapter. The same unchanged files are not read again; new ones are read and checked in full before
         the slot changes."""
         path = Path(resolve_source(model))
         enc = Path(encoder) if encoder is not None else default_image_encoder(path)
-        if enc is None:
-            raise MotionAdapterError(f"{label} {model}: expected its CLIP image encoder folder (image_encoder/ beside "
-                                     "the file or in its parent folder, or given with the encoder option), found none")
-        stamp = file_stamp(path) + file_stamp(enc)
         old = self.loaded
-        if old is not None and old.path == path.resolve() and old.encoder_path == enc.resolve() and old.stamp == stamp:
+        if (old is not None and enc is not None and old.path == path.resolve() and old.encoder_path == enc.resolve()
+                and old.stamp == file_stamp(path) + file_stamp(enc)):
             return old
         weights = load_adapter(path, expect=KIND_IP_ADAPTER)
         check_ip_adapter_fits_base(weights, unet_config, path)
+        if enc is None:
+            raise MotionAdapterError(f"{label} {model}: expected its CLIP image encoder folder (image_encoder/ beside "
+                                     f"the file or in its parent folder, or {encoder_label}), found none")
         image_encoder, processor = read_image_encoder(enc)
         check_image_encoder_fits(weights, image_encoder, enc)
         image_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
         source = str(model) if is_registered(str(model)) else str(path)
-        self.loaded = LoadedIPAdapter(source, path.resolve(), enc.resolve(), stamp, weights, image_encoder, processor)
+        self.loaded = LoadedIPAdapter(source, path.resolve(), enc.resolve(), file_stamp(path) + file_stamp(enc),
+                                      weights, image_encoder, processor)
         return self.loaded
 
     def unload(self) -> None:
@@ -104,9 +105,9 @@ class IPAdapterSlot:
             pipe.set_ip_adapter_scale(scale)
             yield
         finally:
-            unet.set_attn_processor(plain)
-            unet.encoder_hid_proj = plain_proj
+            unet.encoder_hid_proj = plain_proj  # first: a plus projection holds attention layers of its own
             unet.register_to_config(encoder_hid_dim_type=plain_type)
+            unet.set_attn_processor(plain)
             pipe.register_modules(image_encoder=None, feature_extractor=None)
 
     def fingerprint(self) -> bytes:

@@ -15,7 +15,7 @@ from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.controlnets import ControlKind
 from motion_adapters.inference.inputs import Frames, PictureInput, read_picture
 from motion_adapters.kinds import KIND_SPARSECTRL
-from motion_adapters.pending import build_sparsectrl, check_sparsectrl_fits_base
+from motion_adapters.swap import build_sparsectrl, check_sparsectrl_fits_base
 
 SPARSECTRL = ControlKind(
     SparseControlNetModel, KIND_SPARSECTRL, check_sparsectrl_fits_base, build_sparsectrl,
