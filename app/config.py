@@ -17,6 +17,8 @@ MAX_FREE_INIT = 5
 MAX_LORA_WEIGHT = 2.0
 MAX_CONTROL_SCALE = 2.0
 DEFAULT_STRENGTH = 0.8    # video to video: how far from the uploaded clip (0 = the clip back, 1 = from noise)
+MAX_IP_SCALE = 1.5        # the IP-Adapter's scale slider (how strongly the image prompt steers)
+DEFAULT_IP_SCALE = 0.6
 MAX_PROMPT_CHARS = 4000
 MAX_SEED = 2**32 - 1
 MAX_FPS = 60.0

@@ -1,6 +1,6 @@
 """The Generate tab: models (hot-swapped on change), LoRAs with weights, prompt and every generation option, a
-video input (video to video, ControlNets); the clip plays in the page beside the control maps it followed,
-downloads with its recipe embedded, and the recipe is shown."""
+video input (video to video, ControlNets) and an image input (first / last frame, IP-Adapter); the clip plays in the
+page beside the control maps it followed, downloads with its recipe embedded, and the recipe is shown."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from motion_adapters.app import config as C
+from motion_adapters.app.image_input import build_image_input, image_request, reuse_image_recipe
 from motion_adapters.app.models import BASE, LORA, MOTION
 from motion_adapters.app.requests import GenerateRequest
 from motion_adapters.app.studio import Studio, has_ffmpeg
@@ -62,6 +63,7 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
                         weights.append(gr.Slider(-C.MAX_LORA_WEIGHT, C.MAX_LORA_WEIGHT, value=1.0, step=0.05,
                                                  label=f"weight {i}", scale=2, elem_id=f"gen-weight-{i}"))
             vin = build_video_input(drops)
+            iin = build_image_input(drops)
             with gr.Row():
                 frames = gr.Number(value=d["num_frames"], label="Frames", step=1)
                 width = gr.Number(value=d["width"], label="Width", step=8)
@@ -108,7 +110,8 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
                  motion_strength, fps, fmt, video=None, strength=C.DEFAULT_STRENGTH, controlnet_1="",
                  controlnet_scale_1=1.0, control_1="canny", control_maps_1=None, control_start_1=0.0, control_end_1=1.0,
                  controlnet_2="", controlnet_scale_2=1.0, control_2="canny", control_maps_2=None, control_start_2=0.0,
-                 control_end_2=1.0):  # the video input's defaults: API clients may leave it out (None: optional)
+                 control_end_2=1.0, first_frame=None, last_frame=None, sparsectrl="", ip_adapter="", ip_image=None,
+                 ip_scale=C.DEFAULT_IP_SCALE):  # the video and image inputs' defaults: API clients may leave them out
         slots = (controlnet_1, controlnet_scale_1, control_1, control_maps_1, control_start_1, control_end_1,
                  controlnet_2, controlnet_scale_2, control_2, control_maps_2, control_start_2, control_end_2)
         clip = studio.generate(GenerateRequest(
@@ -117,7 +120,8 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
             frames=frames, width=width, height=height, steps=steps, guidance=guidance, seed=seed,
             scheduler=scheduler, context_length=context_length, context_overlap=context_overlap,
             free_init=free_init, motion_strength=motion_strength, fps=fps, fmt=fmt,
-            **video_request(video, strength, slots)))
+            **video_request(video, strength, slots),
+            **image_request(first_frame, last_frame, sparsectrl, ip_adapter, ip_image, ip_scale)))
         for note in clip.notices:
             gr.Info(note)
         return (str(clip.preview), str(clip.download), json.dumps(clip.recipe, indent=1, ensure_ascii=False),
@@ -125,7 +129,7 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
 
     go.click(generate, inputs=[base, motion, *lora_inputs, prompt, negative, frames, width, height, steps, guidance,
                                seed, scheduler, context_length, context_overlap, free_init, motion_strength, fps, fmt,
-                               *vin.inputs],
+                               *vin.inputs, *iin.inputs],
              outputs=[player, download, recipe, status, maps_view], api_name="generate", concurrency_id=DEVICE,
              ).then(lambda maps: gr.update(visible=maps is not None), inputs=maps_view, outputs=maps_view, queue=False,
                     api_visibility="private")  # the maps are shown only when ControlNets made some
@@ -154,16 +158,17 @@ def build_generate_tab(studio: Studio, drops: Dropdowns) -> GenerateTab:
     def reuse_video_input(recipe_text):
         try:
             values, notes = reuse_recipe(studio.library, recipe_text)
+            image_values, image_notes = reuse_image_recipe(studio.library, recipe_text)
         except (TypeError, ValueError, KeyError, AttributeError):
             raise gr.Error("no clip yet: generate one first, then its recipe can be reused") from None
-        for note in notes:
+        for note in notes + image_notes:
             gr.Info(note)
-        return values
+        return values + image_values
 
     random_btn.click(lambda: -1, outputs=seed, api_visibility="private", queue=False)
     reuse_btn.click(reuse, inputs=recipe, outputs=seed, api_visibility="private", queue=False)
-    vin.reuse.click(reuse_video_input, inputs=recipe, outputs=vin.reuse_outputs, api_visibility="private",
-                    queue=False)
+    vin.reuse.click(reuse_video_input, inputs=recipe, outputs=vin.reuse_outputs + iin.reuse_outputs,
+                    api_visibility="private", queue=False)
     return GenerateTab(status=status, base=base, motion=motion)
 
 

@@ -83,7 +83,8 @@ def add_upload(library: ModelLibrary, path: str, max_bytes: int) -> str:
     check_upload(path, WEIGHT_SUFFIXES, max_bytes, "Upload")
     src = Path(path)
     if sniff_file(src) is None:
-        raise BadRequest(f"Upload: expected a base, motion module or LoRA, found {src.name!r}, which this toolkit "
+        raise BadRequest(f"Upload: expected a base, motion module, LoRA, ControlNet, SparseCtrl encoder or "
+                         f"IP-Adapter, found {src.name!r}, which this toolkit "
                          "does not recognise")
     name = as_name("Upload name", src.name, "model.safetensors")
     dst = library.workspace / UPLOADS_DIR / name

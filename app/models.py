@@ -16,13 +16,14 @@ from pathlib import Path
 from motion_adapters import registry
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.headers import file_kind
-from motion_adapters.kinds import KIND_CONTROLNET
+from motion_adapters.kinds import KIND_CONTROLNET, KIND_IP_ADAPTER, KIND_SPARSECTRL
 from motion_adapters.loading import folder_kind
 
 log = logging.getLogger(__name__)
 
 BASE, MOTION, LORA, CONTROLNET, DATASET = "base", "motion", "lora", "controlnet", "dataset"
-KINDS = (BASE, MOTION, LORA, CONTROLNET, DATASET)
+SPARSECTRL, IP_ADAPTER = "sparsectrl", "ip_adapter"
+KINDS = (BASE, MOTION, LORA, CONTROLNET, SPARSECTRL, IP_ADAPTER, DATASET)
 NO_MOTION = "none"  # the motion dropdown's "no motion module" choice
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
 DATASET_FILES = ("metadata.jsonl", "metadata.csv")
@@ -31,9 +32,11 @@ SKIP_DIRS = {"checkpoints", "logs", "latents", "validation", "__pycache__", "nod
 MAX_DEPTH = 6
 MAX_FILES = 5000
 _KIND_OF = {"sd_checkpoint": BASE, "motion_module": MOTION, "motion_lora": LORA, "spatial_lora": LORA,
-            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET}
+            "lora-folder": LORA, KIND_CONTROLNET: CONTROLNET, KIND_SPARSECTRL: SPARSECTRL,
+            KIND_IP_ADAPTER: IP_ADAPTER}
 _LABEL = {"sd_checkpoint": "SD checkpoint", "motion_module": "motion module", "motion_lora": "motion LoRA",
-          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet"}
+          "spatial_lora": "spatial LoRA", "lora-folder": "LoRA (diffusers folder)", KIND_CONTROLNET: "ControlNet",
+          KIND_SPARSECTRL: "SparseCtrl encoder", KIND_IP_ADAPTER: "IP-Adapter"}
 
 
 class NotInLibrary(MotionAdapterError):
@@ -45,7 +48,7 @@ class Entry:
     """One discovered model or dataset."""
 
     name: str          # display name: unique, the dropdowns' value
-    kind: str          # base | motion | lora | controlnet | dataset
+    kind: str          # base | motion | lora | controlnet | sparsectrl | ip_adapter | dataset
     path: Path         # resolved file or folder
     detail: str        # what it is, for humans ("motion LoRA", "SD checkpoint", "dataset (12 rows)" …)
     registered: str | None = None  # the registry name of an embedded model
@@ -190,8 +193,8 @@ class ModelLibrary:
 
     def resolve(self, kind: str | None, name: str) -> Entry:
         """The entry of a display name of this kind, or :class:`NotInLibrary` (the allow-list check)."""
-        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", CONTROLNET: "ControlNet", DATASET: "dataset",
-                None: "model"}[kind]
+        what = {BASE: "base", MOTION: "motion module", LORA: "LoRA", CONTROLNET: "ControlNet",
+                SPARSECTRL: "SparseCtrl encoder", IP_ADAPTER: "IP-Adapter", DATASET: "dataset", None: "model"}[kind]
         if not isinstance(name, str) or not name:
             raise NotInLibrary(f"{what}: expected a name from the list, found {name!r}")
         with self._lock:
@@ -201,6 +204,11 @@ class ModelLibrary:
             raise NotInLibrary(f"{what} {name[:120]!r}: expected one of the {what}s found in the models "
                                f"directories (pick one from the list; files elsewhere are never read), found {found}")
         return entry
+
+    def named_in_recipe(self, kind: str, entry: dict) -> str | None:
+        """The library name of a recipe's model entry (its ``path`` is the source the generator was given), None
+        when no model of this kind has that source any more."""
+        return next((e.name for e in self.entries() if e.kind == kind and e.source == entry.get("path")), None)
 
     def contains(self, path: Path) -> bool:
         """Whether ``path`` lies inside a models directory."""

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from motion_adapters.app import config as C
 from motion_adapters.clips.controls import PREPROCESSORS
 from motion_adapters.clips.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -32,7 +34,9 @@ LABELS = {"prompt": "Prompt", "negative_prompt": "Negative prompt", "num_frames"
           "width": "Width", "num_inference_steps": "Steps", "guidance_scale": "Guidance", "seed": "Seed",
           "scheduler": "Scheduler", "context_length": "Context length", "context_overlap": "Context overlap",
           "free_init_iters": "FreeInit", "motion_strength": "Motion strength", "fps": "FPS", "lora": "LoRA",
-          "video": "Video", "strength": "Strength", "controlnets": "ControlNet"}
+          "video": "Video", "strength": "Strength", "controlnets": "ControlNet", "image": "First frame",
+          "keyframes": "Last frame", "sparsectrl": "SparseCtrl", "ip_adapter": "IP-Adapter", "ip_image": "IP image",
+          "ip_scale": "IP scale"}
 # how a memory refusal names what would help: the studio's start option; no decode chunk or skip in the page
 MEMORY_LABELS = {**LABELS, "low_vram": "starting the studio with --low-vram", "decode_chunk_size": "",
                  "skip_memory_check": ""}
@@ -47,6 +51,7 @@ MAPS = "maps"
 CONTROL_SOURCES = (*PREPROCESSORS, MAPS)
 VIDEO_INPUTS = VIDEO_SUFFIXES                   # the clip of video to video
 MAPS_INPUTS = VIDEO_SUFFIXES + IMAGE_SUFFIXES   # control maps: a video, or one image for every frame
+IMAGE_INPUTS = IMAGE_SUFFIXES                   # the first / last frame and the IP-Adapter's image prompt
 
 
 class BadRequest(MotionAdapterError):
@@ -152,6 +157,51 @@ def check_controls(slots: list[ControlSlot], has_video: bool, max_upload_bytes: 
 
 
 @dataclass
+class ImageInput:
+    """The Generate tab's image input: first frame, optional last frame, SparseCtrl encoder (``""``: the base's
+    default), IP-Adapter (``""``: none), its image prompt and scale."""
+
+    first: str | None = None
+    last: str | None = None
+    sparsectrl: str = ""
+    ip_adapter: str = ""
+    ip_image: str | None = None
+    ip_scale: float = C.DEFAULT_IP_SCALE
+
+    @property
+    def uploads(self) -> list[str]:
+        return [p for p in (self.first, self.last, self.ip_image) if p]
+
+    def checked(self, has_video: bool, max_upload_bytes: float) -> ImageInput:
+        """Each upload readable, and every piece with what it needs: a last frame a first frame, a SparseCtrl
+        encoder a first frame, an IP image an IP-Adapter and the other way round; no clip beside a first frame."""
+        first, last, ip_image = self.first or None, self.last or None, self.ip_image or None
+        sparsectrl = as_text(LABELS["sparsectrl"], self.sparsectrl, 1000)
+        ip_adapter = as_text(LABELS["ip_adapter"], self.ip_adapter, 1000)
+        if first is not None:
+            check_image(first, max_upload_bytes, LABELS["image"])
+            if has_video:
+                raise BadRequest(f"{LABELS['image']}: expected a {LABELS['video']} (video to video) or a "
+                                 f"{LABELS['image']}, found both")
+        if last is not None:
+            if first is None:
+                raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['image']} to go with it, found none")
+            check_image(last, max_upload_bytes, LABELS["keyframes"])
+        if sparsectrl and first is None:
+            raise BadRequest(f"{LABELS['sparsectrl']}: expected a {LABELS['image']} for the encoder to hold, "
+                             "found none")
+        if ip_image is not None and not ip_adapter:
+            raise BadRequest(f"{LABELS['ip_image']}: expected an {LABELS['ip_adapter']} to read it, found none "
+                             f"(pick one in {LABELS['ip_adapter']})")
+        if ip_adapter and ip_image is None:
+            raise BadRequest(f"{LABELS['ip_adapter']}: expected an {LABELS['ip_image']} to steer by, found none")
+        if ip_image is not None:
+            check_image(ip_image, max_upload_bytes, LABELS["ip_image"])
+        scale = as_float(LABELS["ip_scale"], self.ip_scale, 0.0, C.MAX_IP_SCALE)
+        return ImageInput(first, last, sparsectrl, ip_adapter, ip_image, scale)
+
+
+@dataclass
 class CheckedGeneration:
     """A checked generation request: the generator's options and what the studio does around them."""
 
@@ -163,11 +213,12 @@ class CheckedGeneration:
     fmt: str
     video: str | None = None         # the uploaded clip of video to video
     controlnets: list[CheckedControl] = field(default_factory=list)
+    images: ImageInput = field(default_factory=ImageInput)
 
     @property
     def uploads(self) -> list[str]:
         """The uploaded files the generation reads."""
-        return [p for p in (self.video, *(c.maps for c in self.controlnets)) if p]
+        return [p for p in (self.video, *(c.maps for c in self.controlnets)) if p] + self.images.uploads
 
 
 @dataclass
@@ -193,8 +244,9 @@ class GenerateRequest:
     fps: float = 8.0
     fmt: str = "mp4"
     video: str | None = None           # an uploaded clip: video to video
-    strength: float = C.DEFAULT_STRENGTH   # used only with a video
+    strength: float = C.DEFAULT_STRENGTH   # used only with a video or a first frame
     controlnets: list[ControlSlot] = field(default_factory=list)
+    images: ImageInput = field(default_factory=ImageInput)
 
     def checked(self, max_upload_bytes: float = math.inf) -> CheckedGeneration:
         """Every field checked by the generation options' own rules, within the server's :data:`LIMITS`;
@@ -203,6 +255,8 @@ class GenerateRequest:
         if video is not None:
             check_upload(video, VIDEO_INPUTS, max_upload_bytes, LABELS["video"])
         controls = check_controls(self.controlnets, video is not None, max_upload_bytes)
+        images = self.images.checked(video is not None, max_upload_bytes)
+        starts_from = video is not None or images.first is not None
         with bad_request():
             options = GenerateOptions.check(
                 prompt=self.prompt, negative_prompt=self.negative_prompt, num_frames=self.frames,
@@ -211,14 +265,17 @@ class GenerateRequest:
                 context_length=None if self.context_length in (None, "", 0) else self.context_length,
                 context_overlap=None if self.context_overlap in (None, "", -1) else self.context_overlap,
                 free_init_iters=self.free_init, motion_strength=self.motion_strength,
-                strength=self.strength if video is not None else None, labels=LABELS, limits=LIMITS)
+                strength=self.strength if starts_from else None, labels=LABELS, limits=LIMITS)
             loras = check_loras(self.loras, labels=LABELS, limits=LIMITS)
             fps = check_fps(self.fps, labels=LABELS, limits=LIMITS)
         fmt = str(self.fmt).lower().lstrip(".")
         if fmt not in C.FORMATS:
             raise BadRequest(f"Format: expected one of {', '.join(C.FORMATS)}, found {self.fmt!r}")
+        if images.last is not None and options.num_frames < 2:
+            raise BadRequest(f"{LABELS['keyframes']}: expected {LABELS['num_frames']} of at least 2 (it is the last "
+                             f"of them), found {options.num_frames}")
         return CheckedGeneration(base=self.base, motion=self.motion, loras=loras, options=options, fps=fps, fmt=fmt,
-                                 video=video, controlnets=controls)
+                                 video=video, controlnets=controls, images=images)
 
 
 TRAIN_TASKS = {  # preset -> what it writes (the library kind the result appears under)
@@ -301,3 +358,14 @@ def check_upload(path: str, suffixes: tuple[str, ...], max_bytes: float, label: 
                          f"found {p.name!r} with {size / 2**20:.1f} MB")
     if size == 0:
         raise BadRequest(f"{label}: expected a non-empty file, found {p.name!r} with 0 bytes")
+
+
+def check_image(path: str, max_bytes: float, label: str) -> None:
+    """An uploaded picture: an upload (:func:`check_upload`) that an image reader opens."""
+    check_upload(path, IMAGE_INPUTS, max_bytes, label)
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadRequest(f"{label}: expected a readable picture, found {Path(path).name!r}, which is not one "
+                         f"({type(e).__name__})") from None

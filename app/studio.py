@@ -19,15 +19,33 @@ import torch
 
 from motion_adapters.app.config import PREVIEW_MIN_SIDE, StudioConfig
 from motion_adapters.app.jobs import GENERATION, LOADING, TRAINING, DeviceGate, TrainingRunner
-from motion_adapters.app.models import BASE, CONTROLNET, LORA, MOTION, NO_MOTION, Entry, ModelLibrary
-from motion_adapters.app.requests import MEMORY_LABELS, CheckedControl, CheckedGeneration, GenerateRequest
+from motion_adapters.app.models import (
+    BASE,
+    CONTROLNET,
+    IP_ADAPTER,
+    LORA,
+    MOTION,
+    NO_MOTION,
+    SPARSECTRL,
+    Entry,
+    ModelLibrary,
+)
+from motion_adapters.app.requests import (
+    LABELS,
+    MEMORY_LABELS,
+    BadRequest,
+    CheckedControl,
+    CheckedGeneration,
+    GenerateRequest,
+    ImageInput,
+)
 from motion_adapters.app.training import on_training_exit
 from motion_adapters.base import configs_from_folder, is_diffusers_folder, skeleton_config
 from motion_adapters.clips.export import to_uint8, write_clip
 from motion_adapters.errors import MotionAdapterError
 from motion_adapters.inference.controlnets import ControlInput
 from motion_adapters.inference.generator import VideoGenerator
-from motion_adapters.registry import base_config_for
+from motion_adapters.registry import base_config_for, default_sparsectrl_for
 
 log = logging.getLogger(__name__)
 _ARCH_KEYS = ("block_out_channels", "layers_per_block", "cross_attention_dim", "attention_head_dim", "in_channels",
@@ -82,12 +100,20 @@ class Studio:
             "motion": self.loaded["motion"],
             "loras": dict(self.loaded["loras"]),
             "controlnets": list(self.loaded["controlnets"]),
+            "sparsectrl": self._display(gen.sparsectrl) if gen is not None else None,
+            "ip_adapter": self._display(gen.ip_adapter) if gen is not None else None,
             "device": str(gen.device) if gen is not None else (self.cfg.device or "auto"),
             "dtype": str(gen.dtype).replace("torch.", "") if gen is not None else (self.cfg.dtype or "auto"),
             "busy": self.gate.owner,
             "generations": self.generations,
             "training": None if job is None else {"name": job.name, "state": job.state},
         }
+
+    def _display(self, source: str | None) -> str | None:
+        """The library name of a model the generator holds (by its source), else the source itself."""
+        if source is None:
+            return None
+        return next((e.name for e in self.library.entries() if e.source == str(source)), str(source))
 
     # -------------------------------------------------------------------------------------------- swaps
     def _entries(self, base: str, motion: str, loras: list[tuple[str, float]]):
@@ -176,11 +202,13 @@ class Studio:
         req = request.checked(self.cfg.max_upload_bytes)  # every option and upload, before any model is touched
         b, m, ls = self._entries(req.base, req.motion, req.loras)
         cs = [self.library.resolve(CONTROLNET, c.name) for c in req.controlnets]
+        images = image_inputs(self.library, req.images, b, req.options.num_frames, req.controlnets)
         t0 = time.perf_counter()
         with self.gate.hold(GENERATION):
             with self._lock:
                 notices = self._ensure(b, m, ls, cs)
-                result = self.gen.generate(**req.options.as_kwargs(), video=req.video,
+                self._unload_unused(images)
+                result = self.gen.generate(**{**req.options.as_kwargs(), **images}, video=req.video,
                                            controlnets=control_inputs(req.controlnets, cs), labels=MEMORY_LABELS)
                 self.generations += 1
         recipe = upload_names({**result.recipe, "fps": req.fps}, req.uploads)
@@ -188,6 +216,14 @@ class Studio:
         del result
         release_memory()
         return Clip(preview, download, recipe, notices, time.perf_counter() - t0, maps)
+
+    def _unload_unused(self, images: dict) -> None:
+        """Unload what the generator would otherwise reuse: a SparseCtrl encoder of an earlier call when this first
+        frame has none (it is animated by video to video instead), an IP-Adapter no longer chosen (its memory)."""
+        if "image" in images and images["sparsectrl"] is None and self.gen.sparsectrl is not None:
+            self.gen.set_sparsectrl(None)
+        if "ip_adapter" not in images and self.gen.ip_adapter is not None:
+            self.gen.set_ip_adapter(None)
 
     def _write(self, frames, recipe: dict, req: CheckedGeneration,
                maps: list[np.ndarray]) -> tuple[Path, Path, Path | None]:
@@ -237,6 +273,34 @@ def control_inputs(controls: list[CheckedControl], entries: list[Entry]) -> list
                          preprocessor=c.preprocessor) for c, e in zip(controls, entries, strict=True)]
 
 
+def image_inputs(library: ModelLibrary, images: ImageInput, base: Entry, num_frames: int,
+                 controls: list[CheckedControl]) -> dict:
+    """The generator's image arguments of a checked image input: ``image`` (and ``keyframes`` with the last frame)
+    with the encoder that holds them (the one chosen, else the base's default; ``None``: none, the picture is then
+    animated by video to video at the strength, and ``strength`` is dropped otherwise), and the IP-Adapter with its
+    image and scale. Nothing for what the page left empty: a plain generation passes none of them."""
+    out: dict = {}
+    if images.first is not None:
+        encoder = (library.resolve(SPARSECTRL, images.sparsectrl).source if images.sparsectrl
+                   else default_sparsectrl_for(base.source))
+        if encoder is None and images.last is not None:
+            raise BadRequest(f"{LABELS['keyframes']}: expected a {LABELS['sparsectrl']} encoder to hold it "
+                             f"({base.name} has no default one: pick one in {LABELS['sparsectrl']}), found none")
+        if encoder is not None and controls:
+            raise BadRequest(f"{LABELS['controlnets']} {controls[0].slot}: expected no ControlNet beside a "
+                             f"{LABELS['sparsectrl']} encoder (diffusers' SparseCtrl pipeline takes none), found "
+                             f"{controls[0].name}")
+        out.update(image=images.first, sparsectrl=encoder)
+        if images.last is not None:
+            out["keyframes"] = {num_frames - 1: images.last}
+        if encoder is not None:
+            out["strength"] = None  # the encoder holds the picture: no video to video
+    if images.ip_adapter:
+        out.update(ip_adapter=library.resolve(IP_ADAPTER, images.ip_adapter).source, ip_image=images.ip_image,
+                   ip_scale=images.ip_scale)
+    return out
+
+
 def controlnet_notices(before: list[str], after: list[str]) -> list[str]:
     """What a ControlNet swap did, in words."""
     added, removed = [n for n in after if n not in before], [n for n in before if n not in after]
@@ -247,12 +311,16 @@ def controlnet_notices(before: list[str], after: list[str]) -> list[str]:
 def upload_names(recipe: dict, uploads: list[str]) -> dict:
     """The recipe with every uploaded input's path shortened to the file's name: the page and the downloads never
     show where the server keeps uploads (the SHA-256 still identifies the file)."""
-    names = {str(p): Path(p).name for p in uploads}
-    inputs = [recipe.get("video"), *((cn or {}).get("control") for cn in recipe.get("controlnets") or [])]
-    for entry in inputs:
-        if isinstance(entry, dict) and entry.get("path") in names:
-            entry["path"] = names[entry["path"]]
-    return recipe
+    names = {str(q): Path(p).name for p in uploads for q in (p, Path(p).resolve())}
+
+    def short(value):
+        if isinstance(value, dict):
+            return {k: short(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [short(v) for v in value]
+        return names.get(value, value) if isinstance(value, str) else value
+
+    return short(recipe)
 
 
 def preview_format() -> str:

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from motion_adapters import registry
-from motion_adapters.app.models import BASE, CONTROLNET, DATASET, LORA, MOTION, NO_MOTION, ModelLibrary
+from motion_adapters.app.models import (
+    BASE,
+    CONTROLNET,
+    DATASET,
+    IP_ADAPTER,
+    LORA,
+    MOTION,
+    NO_MOTION,
+    SPARSECTRL,
+    ModelLibrary,
+)
 from motion_adapters.errors import MotionAdapterError
 
 if TYPE_CHECKING:
@@ -21,6 +31,8 @@ log = logging.getLogger(__name__)
 DEVICE = "device"   # the concurrency group of everything that runs models: one at a time, in queue order
 NONE_LORA = ""      # an empty LoRA slot
 NONE_CONTROLNET = ""  # an empty ControlNet slot
+AUTO_SPARSECTRL = ""  # the SparseCtrl dropdown's "the base's default encoder"
+NONE_IP_ADAPTER = ""  # no IP-Adapter
 
 
 def page_errors(fn: Callable) -> Callable:
@@ -82,16 +94,20 @@ def _is_generator(fn: Callable) -> bool:
 
 
 def status_markdown(status: dict) -> str:
-    """One line: builds (stays 1 across swaps), loaded models, device, what holds it."""
+    """One line: builds (stays 1 across swaps), loaded models (a SparseCtrl encoder or IP-Adapter only while one
+    is loaded), device, what holds it."""
     loras = ", ".join(f"`{n}` × {w:g}" for n, w in status["loras"].items()) or "none"
     controlnets = ", ".join(f"`{n}`" for n in status.get("controlnets", [])) or "none"
     training = status.get("training")
     busy = status["busy"] or "idle"
+    held = [f"{label}: `{status[k]}`" for k, label in (("sparsectrl", "SparseCtrl"), ("ip_adapter", "IP-Adapter"))
+            if status.get(k)]  # shown while loaded: kept from one generation to the next
     parts = [f"**Pipeline** builds: {status['builds']}",
              f"base: `{status['base'] or '(not loaded)'}`",
              f"motion: `{status['motion'] or '(not loaded)'}`",
              f"LoRAs: {loras}",
              f"ControlNets: {controlnets}",
+             *held,
              f"{status['device']} {status['dtype']}",
              f"device: {busy}",
              f"generations: {status['generations']}"]
@@ -141,6 +157,10 @@ class Dropdowns:
             return [("(none)", NONE_LORA)] + [(n, n) for n in lib.names(LORA)]
         elif kind == CONTROLNET:
             return [("(none)", NONE_CONTROLNET)] + [(n, n) for n in lib.names(CONTROLNET)]
+        elif kind == SPARSECTRL:
+            return [("(automatic)", AUTO_SPARSECTRL)] + [(n, n) for n in lib.names(SPARSECTRL)]
+        elif kind == IP_ADAPTER:
+            return [("(none)", NONE_IP_ADAPTER)] + [(n, n) for n in lib.names(IP_ADAPTER)]
         elif kind == DATASET:
             return [("(uploaded clips)", "")] + [(n, n) for n in lib.names(DATASET)]
         elif kind == "any":

@@ -113,7 +113,7 @@ def reuse_recipe(library: ModelLibrary, recipe_text: str) -> tuple[list, list[st
 def _slot_values(library: ModelLibrary, cn: dict, i: int, notes: list[str]) -> list:
     if not cn:
         return [NONE_CONTROLNET, 1.0, SOURCE_CHOICES[0][1], 0.0, 1.0]
-    name = next((e.name for e in library.entries() if e.kind == CONTROLNET and e.source == cn.get("path")), None)
+    name = library.named_in_recipe(CONTROLNET, cn)
     if name is None:
         notes.append(f"ControlNet {i} of the recipe ({cn.get('name')}) is not in the library: slot left empty")
     control = cn.get("control") or {}

@@ -21,12 +21,13 @@ from motion_adapters.clips.recipe import file_hash
 from motion_adapters.errors import AdapterFormatError, MotionAdapterError
 from motion_adapters.files import check_destination
 from motion_adapters.headers import file_kind
-from motion_adapters.inference.controlnets import ControlInput, control_inputs
+from motion_adapters.inference.controlnets import ControlInput, check_control_numbers, control_inputs
 from motion_adapters.inference.generator import DEFAULT_STRENGTH, VideoGenerator
 from motion_adapters.inference.inputs import Frames, read_frame_input, read_picture
+from motion_adapters.inference.ip_adapters import check_ip_scale
 from motion_adapters.inference.options import GenerateOptions, check_fps, check_loras, parse_lora
 from motion_adapters.inference.prompts import load_prompt_file
-from motion_adapters.inference.sparsectrl import read_keyframes
+from motion_adapters.inference.sparsectrl import place_keyframes, read_keyframes
 from motion_adapters.kinds import KIND_CONTROLNET, KIND_IP_ADAPTER, KIND_SD, KIND_SPARSECTRL
 from motion_adapters.loading import folder_kind
 from motion_adapters.schedulers import SCHEDULERS
@@ -409,10 +410,15 @@ def _keyframes(args) -> dict[int, str]:
     return out
 
 
-def _image_prompt_args(args) -> dict:
-    """The image-prompt arguments of ``generate``, every file checked before a model loads."""
-    keyframes = _keyframes(args)
+def _image_prompt_args(args, num_frames: int) -> dict:
+    """The image-prompt arguments of ``generate``, every picture read and every file and number checked before a
+    model loads."""
+    pictures = read_keyframes(args.image, _keyframes(args), LABELS)
+    place_keyframes(pictures, num_frames, LABELS)
     sparsectrl, scale = parse_lora(args.sparsectrl, "--sparsectrl", "SCALE") if args.sparsectrl else (None, 1.0)
+    check_control_numbers("--sparsectrl", scale, 0.0, 1.0)
+    if args.ip_scale is not None:
+        check_ip_scale("--ip-scale", args.ip_scale)
     if sparsectrl is not None:
         _check_kind("--sparsectrl", sparsectrl, KIND_SPARSECTRL, "a SparseCtrl encoder")
     if args.ip_adapter is not None:
@@ -426,7 +432,6 @@ def _image_prompt_args(args) -> dict:
             if value is not None:
                 raise MotionAdapterError(f"{flag}: an image prompt needs an IP-Adapter; expected --ip-adapter, found "
                                          "none")
-    pictures = read_keyframes(args.image, keyframes, LABELS)
     return dict(image=pictures.pop(0, None) if args.image else None, keyframes=pictures or None,
                 sparsectrl=sparsectrl, sparsectrl_scale=scale, ip_adapter=args.ip_adapter,
                 ip_image=read_picture(args.ip_image, "--ip-image") if args.ip_image else None,
@@ -489,7 +494,7 @@ def cmd_generate(args) -> int:
         raise MotionAdapterError("--strength: applies to video to video; expected --video (or --image without a "
                                  "SparseCtrl encoder) with it, found none")
     controls = _controls(args, video)
-    image_args = _image_prompt_args(args)
+    image_args = _image_prompt_args(args, opts.num_frames)
     fps = check_fps(_given(args.fps, reg.get("fps", DEFAULTS["fps"])), labels=LABELS)
     out = _output(args, opts)
     map_paths = _map_paths(args, out, len(controls))

@@ -13,6 +13,8 @@ import torch
 
 FAST = dict(steps=3, frames=8, width=32, height=32)   # the shapes world's size, few denoising steps
 CONTROLNETS = ("controlnets/edges-canny.safetensors", "controlnets/shapes-silhouette.safetensors")
+SPARSECTRL = "sparsectrl/shapes-rgb-untrained.safetensors"
+IP_ADAPTER = "ip-adapters/shapes-ip.bin"   # h94's layout, its CLIP image encoder in image_encoder/ beside it
 
 
 def free_port() -> int:
@@ -23,8 +25,9 @@ def free_port() -> int:
 
 def write_models_dir(root: Path) -> Path:
     """``root`` with: a motion module and a LoRA whose effects survive video coding (random, large updates),
-    a perturbed copy of shapes-base (a diffusers folder), two ControlNets of shapes-base (:data:`CONTROLNETS`), a
-    dataset folder, and two files that are not models."""
+    a perturbed copy of shapes-base (a diffusers folder), two ControlNets of shapes-base (:data:`CONTROLNETS`), an
+    untrained SparseCtrl encoder (:data:`SPARSECTRL`), a random IP-Adapter (:data:`IP_ADAPTER`), a dataset folder,
+    and two files that are not models."""
     from motion_adapters.formats import ours
     from motion_adapters.io import read_safetensors, save_safetensors_atomic
     from motion_adapters.loading import load_adapter
@@ -53,21 +56,30 @@ def write_models_dir(root: Path) -> Path:
     save_safetensors_atomic(tensors, unet_file, md)
     for i, name in enumerate(CONTROLNETS):
         write_controlnet(root / name, seed=i)
+    write_sparsectrl(root / SPARSECTRL)
+    write_ip_adapter(root / IP_ADAPTER)
     write_toy_dataset(root / "datasets" / "squares", kinds=("mp4", "gif"), num_frames=10, size=32)
     (root / "notes.txt").write_text("not a model")
     (root / "junk.safetensors").write_bytes(np.random.default_rng(0).bytes(4096))
     return root
 
 
-def shapes_controlnet(seed: int = 0):
-    """A ControlNet of shapes-base's UNet layout with every weight perturbed, so its zero convolutions act."""
-    from diffusers import ControlNetModel, UNet2DConditionModel
+def shapes_unet():
+    """A (randomly initialised) UNet of shapes-base's layout: what the test control models are cut from."""
+    from diffusers import UNet2DConditionModel
 
     from motion_adapters.base import configs_from_folder
     from motion_adapters.registry import model_path
 
-    unet = UNet2DConditionModel.from_config(configs_from_folder(model_path("shapes-base"))["unet"])
-    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32, 64))  # /4: the VAE's factor
+    return UNet2DConditionModel.from_config(configs_from_folder(model_path("shapes-base"))["unet"])
+
+
+def shapes_controlnet(seed: int = 0):
+    """A ControlNet of shapes-base's UNet layout with every weight perturbed, so its zero convolutions act."""
+    from diffusers import ControlNetModel
+
+    cn = ControlNetModel.from_unet(shapes_unet(),
+                                   conditioning_embedding_out_channels=(16, 32, 64))  # /4: the VAE's factor
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in cn.parameters():
@@ -84,6 +96,43 @@ def write_controlnet(path: Path, seed: int = 0) -> Path:
     config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
     path.parent.mkdir(parents=True, exist_ok=True)
     return ours.save_controlnet(ControlNetWeights(config, dict(cn.state_dict()), "ours", "canny"), path)
+
+
+def write_sparsectrl(path: Path) -> Path:
+    """An untrained RGB SparseCtrl encoder of shapes-base's UNet layout, in our format: what a test picks when it
+    needs an encoder without depending on the trained one."""
+    from diffusers import SparseControlNetModel
+
+    from motion_adapters.formats import ours
+    from motion_adapters.formats.sparsectrl import SparseCtrlWeights
+
+    sc = SparseControlNetModel.from_unet(shapes_unet(), conditioning_channels=4)
+    config = {k: v for k, v in sc.config.items() if not k.startswith("_")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ours.save_sparsectrl(SparseCtrlWeights(config, dict(sc.state_dict()), "ours", "rgb"), path)
+
+
+def write_ip_adapter(path: Path) -> Path:
+    """A random plain IP-Adapter for shapes-base in h94's ``.bin`` layout, with a tiny CLIP image encoder in
+    ``image_encoder/`` beside it (where the generator looks for it)."""
+    from tests.tiny_models import tiny_image_encoder, tiny_ip_adapter
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tiny_image_encoder().save_pretrained(str(path.parent / "image_encoder"))
+    torch.save(tiny_ip_adapter(shapes_unet()), path)
+    return path
+
+
+def write_picture(path: Path, shape: str = "circle", colour: str = "red", seed: int = 0) -> Path:
+    """A PNG of one still shapes-world picture (a first frame or an image prompt)."""
+    from PIL import Image
+
+    from motion_adapters.shapes.data import render_image
+    from motion_adapters.shapes.world import Spec
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_image(Spec(shape, colour), seed)).save(path)
+    return path
 
 
 def write_clips(folder: Path, n: int = 2) -> list[Path]:

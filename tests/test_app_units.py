@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from app_support import CONTROLNETS, write_models_dir
+from app_support import CONTROLNETS, IP_ADAPTER, SPARSECTRL, write_models_dir, write_picture
 
 from motion_adapters.app.jobs import TRAINING, DeviceBusy, DeviceGate
 from motion_adapters.app.models import NotInLibrary
-from motion_adapters.app.requests import BadRequest, ControlSlot, GenerateRequest, TrainRequest
+from motion_adapters.app.requests import BadRequest, ControlSlot, GenerateRequest, ImageInput, TrainRequest
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,13 @@ def test_library_sniffs_models_and_skips_everything_else(models):
     assert lib.names("dataset") == ["datasets/squares"]
     assert lib.names("controlnet") == ["shapes-silhouette-controlnet", *CONTROLNETS]
     assert lib.resolve("controlnet", CONTROLNETS[0]).detail == "ControlNet"
+    embedded_sparsectrl = [n for n in lib.names("sparsectrl") if lib.resolve("sparsectrl", n).registered]
+    assert lib.names("sparsectrl") == [*embedded_sparsectrl, SPARSECTRL]
+    assert lib.resolve("sparsectrl", SPARSECTRL).detail == "SparseCtrl encoder"
+    assert lib.names("ip_adapter") == [IP_ADAPTER] and not any("image_encoder" in n for n in lib.names())
     assert not any("junk" in n or "notes" in n or "checkpoints" in n for n in lib.names())
-    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "dataset": 1}
+    assert counts == {"base": 5, "motion": 2, "lora": 3, "controlnet": 3, "sparsectrl": 1 + len(embedded_sparsectrl),
+                      "ip_adapter": 1, "dataset": 1}
     entry = lib.resolve("motion", "strong-motion.safetensors")
     assert entry.path == (models / "strong-motion.safetensors").resolve() and entry.source == str(entry.path)
     assert lib.resolve("base", "shapes-navy").source == "shapes-navy"  # embedded: its registered name
@@ -114,6 +119,110 @@ def test_video_input_requests_are_checked(tmp_path):
         GenerateRequest(**base).checked(max_upload_bytes=50)
 
 
+def test_image_input_requests_are_checked(tmp_path):
+    """First / last frame, SparseCtrl, IP-Adapter: each upload readable, each piece with what it needs; every error
+    one line naming the page's field."""
+    first, last, ip = (write_picture(tmp_path / f"{n}.png", seed=i) for i, n in enumerate(("first", "last", "ip")))
+    txt, broken, clip = tmp_path / "a.txt", tmp_path / "broken.png", tmp_path / "clip.mp4"
+    for f in (txt, broken, clip):
+        f.write_bytes(b"\0" * 100)
+    base = {"base": "b", "motion": "m", "prompt": "p"}
+    ok = GenerateRequest(**base, strength=0.5, images=ImageInput(str(first), str(last), "sc", "ip", str(ip),
+                                                                 0.9)).checked()
+    assert ok.images == ImageInput(str(first), str(last), "sc", "ip", str(ip), 0.9)
+    assert ok.uploads == [str(first), str(last), str(ip)] and ok.options.strength == 0.5  # a first frame: used
+    ip_only = GenerateRequest(**base, images=ImageInput(ip_adapter="ip", ip_image=str(ip))).checked()
+    assert ip_only.options.strength is None and ip_only.images.ip_scale == 0.6 and ip_only.images.first is None
+    bad = [(ImageInput(str(broken)), "^First frame: expected a readable picture, found 'broken.png'"),
+           (ImageInput(str(txt)), "^First frame: expected .png"),
+           (ImageInput(last=str(last)), "^Last frame: expected a First frame to go with it, found none"),
+           (ImageInput(str(first), str(broken)), "^Last frame: expected a readable picture"),
+           (ImageInput(sparsectrl="sc"), "^SparseCtrl: expected a First frame"),
+           (ImageInput(ip_image=str(ip)), "^IP image: expected an IP-Adapter to read it, found none"),
+           (ImageInput(ip_adapter="ip"), "^IP-Adapter: expected an IP image to steer by, found none"),
+           (ImageInput(ip_adapter="ip", ip_image=str(txt)), "^IP image: expected .png"),
+           (ImageInput(ip_adapter="ip", ip_image=str(ip), ip_scale=2), "^IP scale: expected"),
+           (ImageInput(ip_adapter="ip", ip_image=str(ip), ip_scale="much"), "^IP scale")]
+    for images, message in bad:
+        with pytest.raises(BadRequest, match=message):
+            GenerateRequest(**base, images=images).checked()
+    with pytest.raises(BadRequest, match="^First frame: expected a Video .* or a First frame, found both"):
+        GenerateRequest(**base, video=str(clip), images=ImageInput(str(first))).checked()
+    with pytest.raises(BadRequest, match="^Last frame: expected Frames of at least 2"):
+        GenerateRequest(**base, frames=1, images=ImageInput(str(first), str(last))).checked()
+    with pytest.raises(BadRequest, match="^First frame: expected files of at most"):
+        GenerateRequest(**base, images=ImageInput(str(first))).checked(max_upload_bytes=50)
+
+
+def test_image_inputs_become_the_generators_arguments(tmp_path):
+    """``image`` (and ``keyframes`` for the last frame) with the encoder that holds them (then no strength: not
+    video to video), the IP-Adapter by its library source; nothing at all for an empty area (a text-to-video call
+    passes none of the new arguments)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from motion_adapters.app.models import Entry
+    from motion_adapters.app.requests import CheckedControl
+    from motion_adapters.app.studio import image_inputs
+
+    def resolve(kind, name):
+        return Entry(name, kind, Path("/models") / name, kind)
+
+    lib = SimpleNamespace(resolve=resolve)
+    base = Entry("bases/plain", "base", tmp_path, "SD checkpoint")  # no registered family: no default encoder
+    assert image_inputs(lib, ImageInput(), base, 8, []) == {}
+    assert image_inputs(lib, ImageInput("a.png"), base, 8, []) == {"image": "a.png", "sparsectrl": None}
+    assert image_inputs(lib, ImageInput("a.png", "b.png", "sc.safetensors"), base, 16, []) == {
+        "image": "a.png", "keyframes": {15: "b.png"}, "sparsectrl": "/models/sc.safetensors", "strength": None}
+    assert image_inputs(lib, ImageInput(ip_adapter="ip.bin", ip_image="c.png", ip_scale=1.2), base, 8, []) == {
+        "ip_adapter": "/models/ip.bin", "ip_image": "c.png", "ip_scale": 1.2}
+    with pytest.raises(BadRequest, match="^Last frame: expected a SparseCtrl encoder to hold it \\(bases/plain has "
+                                         "no default one"):
+        image_inputs(lib, ImageInput("a.png", "b.png"), base, 8, [])
+    control = CheckedControl(2, "cn", 1.0, 0.0, 1.0, None, "maps.mp4")
+    with pytest.raises(BadRequest, match="^ControlNet 2: expected no ControlNet beside a SparseCtrl encoder"):
+        image_inputs(lib, ImageInput("a.png", sparsectrl="sc"), base, 8, [control])
+    assert "image" in image_inputs(lib, ImageInput("a.png"), base, 8, [control])  # no encoder: video to video
+
+
+def test_the_image_input_reaches_the_generator_and_the_recipe_names_uploads_by_file_name(models, tmp_path):
+    """The studio hands the generator the uploaded pictures, the chosen encoder and IP-Adapter and the page's
+    labels; the recipe it writes names each upload by its file name only (a stand-in generator records the call)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from motion_adapters.app.config import StudioConfig
+    from motion_adapters.app.studio import Studio
+
+    first, last, ip = (write_picture(tmp_path / "uploads" / f"a3f{i}" / f"{n}.png", seed=i)
+                       for i, n in enumerate(("red circle", "last", "style")))
+    calls = []
+
+    def generate(**kw):
+        calls.append(kw)
+        recipe = {"seed": kw["seed"], "prompt": kw["prompt"], "image": {"path": kw["image"], "sha256": "ab"},
+                  "keyframes": [{"index": i, "path": p} for i, p in kw.get("keyframes", {}).items()],
+                  "ip_adapter": {"scale": kw.get("ip_scale"), "image": {"path": kw.get("ip_image")}}}
+        return SimpleNamespace(frames=np.zeros((kw["num_frames"], 32, 32, 3)), recipe=recipe, control_maps=[])
+
+    studio = Studio(StudioConfig(models_dirs=[models], output_dir=tmp_path / "out", device="cpu"))
+    studio.gen = SimpleNamespace(generate=generate, builds=1, sparsectrl=None, ip_adapter=None)
+    studio.loaded.update(base="shapes-base", motion="shapes-motion")  # nothing to swap
+    request = dict(base="shapes-base", motion="shapes-motion", prompt="a red circle", frames=8, fmt="gif")
+    clip = studio.generate(GenerateRequest(**request, images=ImageInput(str(first), str(last), SPARSECTRL,
+                                                                        IP_ADAPTER, str(ip), 0.9)))
+    kw = calls[-1]
+    assert kw["image"] == str(first) and kw["keyframes"] == {7: str(last)} and kw["strength"] is None
+    assert kw["sparsectrl"] == str((models / SPARSECTRL).resolve())
+    assert (kw["ip_adapter"], kw["ip_image"], kw["ip_scale"]) == (str((models / IP_ADAPTER).resolve()), str(ip), 0.9)
+    assert kw["labels"]["image"] == "First frame" and kw["labels"]["ip_scale"] == "IP scale"
+    assert clip.recipe["image"] == {"path": "red circle.png", "sha256": "ab"}
+    assert clip.recipe["keyframes"] == [{"index": 7, "path": "last.png"}]
+    assert clip.recipe["ip_adapter"]["image"] == {"path": "style.png"}
+    assert str(tmp_path / "uploads") not in clip.download.read_bytes().decode("latin-1")
+
+
 def test_reuse_recipe_fills_the_video_input_where_it_can(models):
     import json
 
@@ -133,6 +242,30 @@ def test_reuse_recipe_fills_the_video_input_where_it_can(models):
     assert any("edges.mp4" in n for n in notes)
     plain, notes = reuse_recipe(lib, json.dumps({"seed": 1, "strength": None, "controlnets": []}))
     assert plain == [0.8, "", 1.0, "canny", 0.0, 1.0, "", 1.0, "canny", 0.0, 1.0] and notes == []
+
+
+def test_reuse_recipe_fills_the_image_input_where_it_can(models):
+    import json
+
+    from motion_adapters.app.image_input import reuse_image_recipe
+    from motion_adapters.app.models import ModelLibrary
+
+    lib = ModelLibrary([models])
+    lib.scan()
+    sc, ip = (str(lib.resolve(kind, name).path) for kind, name in (("sparsectrl", SPARSECTRL),
+                                                                    ("ip_adapter", IP_ADAPTER)))
+    recipe = {"seed": 1, "image": {"path": "first.png", "sha256": "ab"}, "keyframes": [{"index": 7, "path": "b.png"}],
+              "sparsectrl": {"name": "x", "path": sc, "scale": 1.0},
+              "ip_adapter": {"name": "y", "path": ip, "scale": 0.9, "image": {"path": "style.png"}}}
+    values, notes = reuse_image_recipe(lib, json.dumps(recipe))
+    assert values == [SPARSECTRL, IP_ADAPTER, 0.9]
+    assert [n.split(" (")[0] for n in notes] == ["upload the First frame again", "upload the IP image again",
+                                                  "upload the Last frame again"]
+    gone = {**recipe, "sparsectrl": {"name": "old.ckpt", "path": "/elsewhere/old.ckpt"}, "ip_adapter": None}
+    values, notes = reuse_image_recipe(lib, json.dumps(gone))
+    assert values == ["", "", 0.6] and any("SparseCtrl of the recipe (old.ckpt) is not in the library" in n
+                                           for n in notes)
+    assert reuse_image_recipe(lib, json.dumps({"seed": 1})) == (["", "", 0.6], [])
 
 
 def test_train_requests_are_checked(tmp_path):

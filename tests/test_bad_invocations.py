@@ -215,6 +215,24 @@ PROBES = {
                                             "--control-start", "0", "--control-start", "0.5", "--control-start", "0.2"],
                                            2, "--control-start: expected one value for all ControlNets or one for each "
                                            "of the 1, found 3", a_png("a.png")),
+    "--image not an image": Probe([*GEN, "--image", "{tmp}/l.safetensors"], 2, "--image {tmp}/l.safetensors: "
+                                  "expected an image (.png", lora_copy),
+    "--keyframe without an index": Probe([*GEN, "--image", "{tmp}/a.png", "--keyframe", "{tmp}/a.png"], 2,
+                                         "--keyframe {tmp}/a.png: expected INDEX:PATH", a_png("a.png")),
+    "--keyframe outside the clip": Probe([*GEN, "--image", "{tmp}/a.png", "--keyframe", "5:{tmp}/a.png"], 2,
+                                         "--keyframe 5: expected a frame of the 2-frame clip (0 to 1", a_png("a.png")),
+    "--sparsectrl a picture": Probe([*GEN, "--image", "{tmp}/a.png", "--sparsectrl", "{tmp}/a.png"], 2,
+                                    "--sparsectrl {tmp}/a.png: expected a SparseCtrl encoder", a_png("a.png")),
+    "--sparsectrl a motion module": Probe([*GEN, "--image", "{tmp}/a.png", "--sparsectrl", MOTION], 2,
+                                          f"--sparsectrl {MOTION}: expected a SparseCtrl encoder, found the registered "
+                                          "motion module", a_png("a.png")),
+    "--ip-image without --ip-adapter": Probe([*GEN, "--ip-image", "{tmp}/a.png"], 2, "--ip-image: an image prompt "
+                                             "needs an IP-Adapter; expected --ip-adapter, found none", a_png("a.png")),
+    "--ip-adapter a LoRA file": Probe([*GEN, "--ip-adapter", "{tmp}/l.safetensors", "--ip-image", "{tmp}/a.png"], 2,
+                                      "--ip-adapter {tmp}/l.safetensors: expected an IP-Adapter, found a motion lora "
+                                      "file", lambda tmp, mp: (lora_copy(tmp, mp), a_png("a.png")(tmp, mp))),
+    "--ip-scale out of range": Probe([*GEN, "--ip-adapter", "{tmp}/a.png", "--ip-image", "{tmp}/a.png", "--ip-scale",
+                                      "3"], 2, "--ip-scale: expected a number from 0 to 2, found 3.0", a_png("a.png")),
     "convert into a read-only folder": Probe(["convert", LORA, "{tmp}/ro/out.safetensors", "--to", "ours"], 1,
                                              "{tmp}/ro/out.safetensors: permission denied", read_only),
 }
