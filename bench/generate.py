@@ -1,9 +1,9 @@
 """Generation benchmark: our VideoGenerator vs diffusers' AnimateDiffPipeline built the ordinary way.
 
 Same weights, same seed, one run: frames must be identical (max abs diff ≤ 1e-4) and our time within 2 % of
-diffusers' (median over alternating repeats); the same for video to video, one ControlNet and both together
-against diffusers' pipelines of those modes (``--modes``). Then the peak memory of a long clip generated in one piece vs
-with FreeNoise context windows, each in a fresh subprocess. Models are random-weight SD1.5-layout UNets of a
+diffusers' (median over alternating repeats); the same for video to video, one ControlNet, both together, a
+SparseCtrl first frame and an IP-Adapter image prompt against diffusers' pipelines of those modes
+(``--modes``). Then the peak memory of a long clip generated in one piece vs with FreeNoise context windows, each in a fresh subprocess. Models are random-weight SD1.5-layout UNets of a
 "small" size (built locally, no download). Writes ``bench/results/generate.json``.
 """
 
@@ -147,7 +147,63 @@ def compare_modes(paths: dict[str, Path], args) -> dict:
             lambda p=theirs, kw=theirs_kw: p(prompt=prompt, generator=torch.Generator("cpu").manual_seed(0),
                                              output_type="np", **common, **kw).frames[0],
             args.repeats)
+    out.update(compare_image_prompts(paths, args, sd, adapter, ours, common))
     out["call"] = {**common, "num_frames": frames}
+    return out
+
+
+def compare_image_prompts(paths: dict[str, Path], args, sd, adapter, ours, common: dict) -> dict:
+    """A picture at frame 0 through a SparseCtrl RGB encoder, and an image prompt through an IP-Adapter: ours vs
+    diffusers' SparseCtrl pipeline / ``load_ip_adapter`` (torch's global seed set before each of theirs, as their
+    SparseCtrl VAE sampling needs)."""
+    import copy
+
+    import numpy as np
+    import torch
+    from diffusers import AnimateDiffPipeline, AnimateDiffSparseControlNetPipeline, SparseControlNetModel
+    from PIL import Image
+
+    from tests.tiny_models import tiny_image_encoder, tiny_ip_adapter
+
+    size, frames, prompt = args.size, args.frames, "a corgi running on the beach"
+    rng = np.random.default_rng(1)
+    picture = Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8))
+    unet = copy.deepcopy(sd.unet)
+    unet.register_to_config(down_block_types=list(unet.config.down_block_types))  # from_unet edits it in place
+    torch.manual_seed(3)
+    encoder = SparseControlNetModel.from_unet(unet, conditioning_channels=4)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ip_dir = WORK / "ip" / "models"
+    tiny_image_encoder(5).save_pretrained(str(ip_dir / "image_encoder"))
+    torch.save(tiny_ip_adapter(sd.unet, "plain", seed=6), ip_dir / "ip-adapter_sd15.bin")
+    sparse = AnimateDiffSparseControlNetPipeline.from_pipe(sd, motion_adapter=adapter, controlnet=encoder)
+    ip = AnimateDiffPipeline.from_pipe(sd, motion_adapter=adapter)
+    ip.load_ip_adapter(str(ip_dir.parent), subfolder="models", weight_name="ip-adapter_sd15.bin",
+                       image_encoder_folder="image_encoder")
+    ip.set_ip_adapter_scale(0.6)
+    for pipe in (sparse, ip):
+        pipe.set_progress_bar_config(disable=True)
+
+    def theirs_sparse():
+        torch.manual_seed(0)
+        return sparse(prompt=prompt, generator=torch.Generator("cpu").manual_seed(0), output_type="np",
+                      num_frames=frames, conditioning_frames=[picture], controlnet_frame_indices=[0],
+                      **common).frames[0]
+
+    def theirs_ip():
+        return ip(prompt=prompt, generator=torch.Generator("cpu").manual_seed(0), output_type="np", num_frames=frames,
+                  ip_adapter_image=picture, **common).frames[0]
+
+    out = {"sparsectrl_first_frame": _timed_pair(
+        lambda: ours.generate(prompt, seed=0, num_frames=frames, image=picture, sparsectrl=encoder, **common).frames,
+        theirs_sparse, args.repeats)}
+    ours.set_sparsectrl(None)
+    out["ip_adapter"] = _timed_pair(
+        lambda: ours.generate(prompt, seed=0, num_frames=frames, ip_adapter=ip_dir / "ip-adapter_sd15.bin",
+                              ip_image=picture, **common).frames,
+        theirs_ip, args.repeats)
     return out
 
 
@@ -207,7 +263,7 @@ def main() -> None:
     p.add_argument("--long-size", type=int, default=128, help="pixel size of the long clip (default 128)")
     p.add_argument("--context", type=int, default=16, help="context window length for the long clip (default 16)")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "generate.json", help="where the JSON goes")
-    p.add_argument("--modes", action="store_true", help="only the video-to-video / ControlNet rows, merged into --out")
+    p.add_argument("--modes", action="store_true", help="only the mode rows (video to video, ControlNets, SparseCtrl, IP-Adapter), merged into --out")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     import torch

@@ -186,7 +186,8 @@ PROBES = {
     "--strength 1.5": Probe([*GEN, "--video", "{tmp}/a.png", "--strength", "1.5"], 2,
                             "--strength: expected a number from 0 to 1, found 1.5", a_png("a.png")),
     "--strength without --video": Probe([*GEN, "--strength", "0.5"], 2,
-                                        "--strength: applies to video to video; expected --video with it"),
+                                        "--strength: applies to video to video; expected --video (or --image without a "
+                                        "SparseCtrl encoder) with it, found none"),
     "--control without --controlnet": Probe([*GEN, "--control", "canny"], 2,
                                             "--control: expected a --controlnet for it to steer, found none"),
     "--controlnet without maps": Probe([*GEN, "--controlnet", "{tmp}/a.png"], 2,
@@ -222,7 +223,8 @@ PROBES = {
     "--keyframe outside the clip": Probe([*GEN, "--image", "{tmp}/a.png", "--keyframe", "5:{tmp}/a.png"], 2,
                                          "--keyframe 5: expected a frame of the 2-frame clip (0 to 1", a_png("a.png")),
     "--sparsectrl a picture": Probe([*GEN, "--image", "{tmp}/a.png", "--sparsectrl", "{tmp}/a.png"], 2,
-                                    "--sparsectrl {tmp}/a.png: expected a SparseCtrl encoder", a_png("a.png")),
+                                    "--sparsectrl {tmp}/a.png: expected a .safetensors file or a torch .ckpt/.pt pickle, "
+                                    "found unrecognised bytes", a_png("a.png")),
     "--sparsectrl a motion module": Probe([*GEN, "--image", "{tmp}/a.png", "--sparsectrl", MOTION], 2,
                                           f"--sparsectrl {MOTION}: expected a SparseCtrl encoder, found the registered "
                                           "motion module", a_png("a.png")),
