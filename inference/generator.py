@@ -35,7 +35,7 @@ from motion_adapters.inference.controlnets import (
     ControlRequest,
     control_inputs,
 )
-from motion_adapters.inference.inputs import FrameInput, Frames, PictureInput, read_frame_input, read_picture
+from motion_adapters.inference.inputs import FrameInput, Frames, PictureInput, read_frame_input
 from motion_adapters.inference.ip_adapters import IPAdapterSlot, check_ip_scale
 from motion_adapters.inference.loras import LoraRequest, LoraSet
 from motion_adapters.inference.memory import (
@@ -58,7 +58,7 @@ from motion_adapters.inference.run import (
     to_pil,
     with_defaults,
 )
-from motion_adapters.inference.sparsectrl import SPARSECTRL, place_keyframes, read_keyframes
+from motion_adapters.inference.sparsectrl import SPARSECTRL, choose_encoder, place_keyframes, read_keyframes
 from motion_adapters.inference.strength import MotionStrength
 from motion_adapters.inference.swaps import copy_motion, read_motion, rebuild_unet, swap_base
 from motion_adapters.inference.windows import context_windows, uses_free_noise
@@ -244,9 +244,12 @@ class VideoGenerator:
         source = read_frame_input(video, n.get("video", "video")) if video is not None else None
         controls = control_inputs(controlnets, label=n.get("controlnets", "controlnets"))
         pictures = read_keyframes(image, keyframes, n)
-        ip_pic = self._image_prompt(ip_adapter, ip_image, ip_encoder, n)
+        ip_pic = self._ip.image_prompt(ip_adapter, ip_image, ip_encoder, n, unet_config=self.configs["unet"],
+                                       dtype=self.dtype, device=self.device)
         ip_scale = check_ip_scale(n.get("ip_scale", "ip_scale"), ip_scale)
-        encoder = self._sparsectrl_for(pictures, sparsectrl, source, controls, n)
+        loaded = self._sparsectrl.entries()
+        encoder = choose_encoder(pictures, sparsectrl, loaded[0].model if loaded else default_sparsectrl_for(
+            self.base_source), video=source is not None, controlnets=bool(controls), labels=n)
         if source is not None and num_frames is None:
             num_frames = len(source.frames)
         sized = with_defaults(self.generation_defaults, num_frames=num_frames, height=height, width=width,
@@ -294,50 +297,6 @@ class VideoGenerator:
         recipe = make_recipe(opts, frames, base_source=self.base_source, motion_source=self.motion_source,
                              loras=self.loras, device=self.device, dtype=self.dtype, inputs=inputs)
         return GenerationResult(frames, recipe, cond.maps)
-
-    def _image_prompt(self, ip_adapter, ip_image, ip_encoder, n: Mapping[str, str]) -> Frames | None:
-        """The image prompt of a call, read, with its IP-Adapter loaded (read and checked before any change)."""
-        label = n.get("ip_image", "ip_image")
-        if ip_image is None:
-            if ip_adapter is not None:
-                raise MotionAdapterError(f"{n.get('ip_adapter', 'ip_adapter')} {ip_adapter}: expected an image prompt "
-                                         f"({label}) for it, found none")
-            return None
-        picture = read_picture(ip_image, label)
-        if ip_adapter is None and self._ip.loaded is None:
-            raise MotionAdapterError(f"{label}: an image prompt needs an IP-Adapter; expected one "
-                                     f"({n.get('ip_adapter', 'ip_adapter')}), found none loaded")
-        if ip_adapter is not None:
-            self._ip.load(ip_adapter, ip_encoder, unet_config=self.configs["unet"], dtype=self.dtype,
-                          device=self.device, label=n.get("ip_adapter", "ip_adapter"),
-                          encoder_label=n.get("ip_encoder", "ip_encoder"))
-        return picture
-
-    def _sparsectrl_for(self, pictures: Mapping[int, Frames], sparsectrl, source, controls,
-                        n: Mapping[str, str]):
-        """The SparseCtrl encoder a call's keyframes use: the one named, else the one loaded, else the base's
-        registered one; ``None`` when there is none (a lone first frame is then animated by video to video)."""
-        label = n.get("sparsectrl", "sparsectrl")
-        if not pictures:
-            if sparsectrl is not None:
-                raise MotionAdapterError(f"{label}: conditions keyframes; expected {n.get('image', 'image')} or "
-                                         f"{n.get('keyframes', 'keyframes')} with it, found neither")
-            return None
-        if source is not None:
-            raise MotionAdapterError(f"{n.get('image', 'image')}: a clip starts from a picture or restyles a "
-                                     f"{n.get('video', 'video')}; expected one of them, found both")
-        model = sparsectrl if sparsectrl is not None else (
-            self._sparsectrl.entries()[0].model if self._sparsectrl.entries() else default_sparsectrl_for(
-                self.base_source))
-        if model is None:
-            if set(pictures) != {0}:
-                raise MotionAdapterError(f"{n.get('keyframes', 'keyframes')}: pinning frames other than the first "
-                                         f"needs a SparseCtrl encoder; expected one ({label}), found none for this base")
-            return None
-        if controls:
-            raise MotionAdapterError(f"{n.get('controlnets', 'controlnets')}: diffusers' SparseCtrl pipeline takes no "
-                                     "ControlNet beside the SparseCtrl encoder; expected one of them, found both")
-        return model
 
     def _sparse_conditioning(self, cond: Conditioning, inputs: dict, encoder, placed: Mapping[int, Frames],
                              scale: float, opts: GenerateOptions, n: Mapping[str, str]) -> None:

@@ -8,7 +8,7 @@ every other call, and every swap, sees the plain UNet exactly as it was.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from motion_adapters.formats.ip_adapter import (
 )
 from motion_adapters.hub import resolve_source
 from motion_adapters.inference.controlnets import file_stamp
+from motion_adapters.inference.inputs import Frames, read_picture
 from motion_adapters.inference.options import finite_number
 from motion_adapters.kinds import KIND_IP_ADAPTER
 from motion_adapters.loading import load_adapter
@@ -84,6 +85,24 @@ class IPAdapterSlot:
         self.loaded = LoadedIPAdapter(source, path.resolve(), enc.resolve(), file_stamp(path) + file_stamp(enc),
                                       weights, image_encoder, processor)
         return self.loaded
+
+    def image_prompt(self, model, image, encoder, labels: Mapping[str, str], *, unet_config, dtype: torch.dtype,
+                     device: str) -> Frames | None:
+        """A call's image prompt, read, with its IP-Adapter ``model`` loaded (default: the one loaded); an image
+        without any IP-Adapter, or an IP-Adapter without an image, is an error naming them."""
+        label, ip_label = labels.get("ip_image", "ip_image"), labels.get("ip_adapter", "ip_adapter")
+        if image is None:
+            if model is not None:
+                raise MotionAdapterError(f"{ip_label} {model}: expected an image prompt ({label}) for it, found none")
+            return None
+        picture = read_picture(image, label)
+        if model is None and self.loaded is None:
+            raise MotionAdapterError(f"{label}: an image prompt needs an IP-Adapter; expected one ({ip_label}), "
+                                     "found none loaded")
+        if model is not None:
+            self.load(model, encoder, unet_config=unet_config, dtype=dtype, device=device, label=ip_label,
+                      encoder_label=labels.get("ip_encoder", "ip_encoder"))
+        return picture
 
     def unload(self) -> None:
         self.loaded = None

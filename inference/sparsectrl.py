@@ -54,3 +54,30 @@ def place_keyframes(pictures: Mapping[int, Frames], num_frames: int, labels: Map
             raise MotionAdapterError(f"{kf_label} {index}: frame {at} already has a picture; expected one per frame")
         placed[at] = picture
     return dict(sorted(placed.items()))
+
+
+def choose_encoder(pictures: Mapping[int, Frames], named, fallback, *, video: bool, controlnets: bool,
+                   labels: Mapping[str, str]):
+    """The SparseCtrl encoder a call's keyframes use: the one ``named``, else ``fallback`` (the loaded one, else the
+    base's registered one); ``None`` when there is none (a lone first frame is then animated by video to video).
+    Combinations diffusers' SparseCtrl pipeline cannot run are refused, naming the inputs."""
+    n = labels
+    label = n.get("sparsectrl", "sparsectrl")
+    if not pictures:
+        if named is not None:
+            raise MotionAdapterError(f"{label}: conditions keyframes; expected {n.get('image', 'image')} or "
+                                     f"{n.get('keyframes', 'keyframes')} with it, found neither")
+        return None
+    if video:
+        raise MotionAdapterError(f"{n.get('image', 'image')}: a clip starts from a picture or restyles a "
+                                 f"{n.get('video', 'video')}; expected one of them, found both")
+    model = named if named is not None else fallback
+    if model is None:
+        if set(pictures) != {0}:
+            raise MotionAdapterError(f"{n.get('keyframes', 'keyframes')}: pinning frames other than the first "
+                                     f"needs a SparseCtrl encoder; expected one ({label}), found none for this base")
+        return None
+    if controlnets:
+        raise MotionAdapterError(f"{n.get('controlnets', 'controlnets')}: diffusers' SparseCtrl pipeline takes no "
+                                 "ControlNet beside the SparseCtrl encoder; expected one of them, found both")
+    return model
