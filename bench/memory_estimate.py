@@ -11,6 +11,7 @@ it must come before any denoising step.
 
     python bench/memory_estimate.py [--max-gb 3]
     python bench/memory_estimate.py --reestimate   # new estimates for the measured grid (after a formula change)
+    python bench/memory_estimate.py --new          # measure only the grid points not in the results yet
 
 Writes ``bench/results/memory_estimate.json``.
 """
@@ -54,6 +55,10 @@ GRID = [
     dict(num_frames=64, width=128, height=128, controlnets=1),
     dict(num_frames=64, width=128, height=128, controlnets=2),
     dict(num_frames=16, width=256, height=256, controlnets=1, video=True),
+    # a picture at frame 0 through the shipped SparseCtrl encoder (its pipeline decodes every frame at once)
+    dict(num_frames=16, width=128, height=128, sparsectrl=True),
+    dict(num_frames=16, width=256, height=256, sparsectrl=True),
+    dict(num_frames=8, width=384, height=384, sparsectrl=True),
 ]
 
 
@@ -76,12 +81,13 @@ def child(point: dict, max_bytes: int) -> dict:
     point = dict(point)
     low_vram = point.pop("low_vram", False)
     gen = VideoGenerator(device="cpu", low_vram=low_vram)
-    inputs, n_cn, video = _inputs(point, gen)
+    inputs, est_kw = _inputs(point, gen)
     kw = {"prompt": "a red circle moving left", "num_inference_steps": 1, "guidance_scale": 4.0, "seed": 0, **point}
+    video = inputs.get("video") is not None
     opts = GenerateOptions.validate(**kw, max_seq=gen.motion_config["motion_max_seq_length"],
                                     sample_size=gen._default_size(), strength=1.0 if video else None)
-    est = gen.estimate_memory(opts, controlnets=n_cn, video=video)
-    row = dict(point=point | {"low_vram": low_vram, "controlnets": n_cn, "video": video}, windows=opts.context_length,
+    est = gen.estimate_memory(opts, **est_kw)
+    row = dict(point=point | {"low_vram": low_vram, **_flags(est_kw)}, windows=opts.context_length,
                decode_chunk=opts.decode_chunk_size or (2 if low_vram else 16), estimate=est.needed,
                peak_phase=est.peak_phase, phases=est.phases)
     if est.needed > max_bytes:
@@ -107,9 +113,25 @@ def child(point: dict, max_bytes: int) -> dict:
                       ratio=round(est.needed / measured, 2))
 
 
-def _inputs(point: dict, gen) -> tuple[dict, int, bool]:
-    """The point's video and ControlNets as ``generate`` arguments (popped from ``point``); the ControlNets are
-    loaded now, so their weights count as loaded models, not as the generation's growth."""
+def _flags(est_kw: dict) -> dict:
+    """How a grid point records its inputs (controlnets, video, sparsectrl)."""
+    sparse = est_kw.get("decode_all", False)
+    return {"controlnets": est_kw["controlnets"] - sparse, "video": est_kw["video"] and not sparse,
+            **({"sparsectrl": True} if sparse else {})}
+
+
+def _estimate_kw(point: dict) -> dict:
+    """The ``estimate_memory`` arguments of a grid point's inputs (popped from ``point``): a SparseCtrl encoder
+    counts as a ControlNet whose keyframes are encoded first, decoding every frame at once."""
+    n_cn, video, sparse = (int(point.pop("controlnets", 0)), bool(point.pop("video", False)),
+                           bool(point.pop("sparsectrl", False)))
+    return {"controlnets": n_cn + sparse, "video": video or sparse, "decode_all": sparse}
+
+
+def _inputs(point: dict, gen) -> tuple[dict, dict]:
+    """The point's video, ControlNets and SparseCtrl picture as ``generate`` arguments (popped from ``point``),
+    and its ``estimate_memory`` arguments; the models are loaded now, so their weights count as loaded models,
+    not as the generation's growth."""
     import shutil
 
     import numpy as np
@@ -117,7 +139,9 @@ def _inputs(point: dict, gen) -> tuple[dict, int, bool]:
     from motion_adapters.inference.controlnets import ControlInput
     from motion_adapters.registry import model_path
 
-    n_cn, video = int(point.pop("controlnets", 0)), bool(point.pop("video", False))
+    est_kw = _estimate_kw(point)
+    sparse = est_kw["decode_all"]
+    n_cn, video = est_kw["controlnets"] - sparse, est_kw["video"] and not sparse
     frames = np.random.default_rng(0).random((point["num_frames"], point["height"], point["width"], 3),
                                              dtype=np.float32)
     models = ["shapes-silhouette-controlnet"]
@@ -127,7 +151,10 @@ def _inputs(point: dict, gen) -> tuple[dict, int, bool]:
         models.append(str(copy))
     controls = [ControlInput(m, frames=frames) for m in models[:n_cn]]
     gen.set_controlnets([c.model for c in controls])
-    return {"video": frames if video else None, "controlnets": controls or None}, n_cn, video
+    if sparse:
+        gen.set_sparsectrl("shapes-rgb-sparsectrl")
+        return {"image": frames[0]}, est_kw
+    return {"video": frames if video else None, "controlnets": controls or None}, est_kw
 
 
 def reestimate() -> None:
@@ -141,13 +168,14 @@ def reestimate() -> None:
     for row in data["grid"]:
         point = dict(row["point"])
         low_vram = point.pop("low_vram")
-        n_cn, video = int(point.pop("controlnets", 0)), bool(point.pop("video", False))
+        est_kw = _estimate_kw(point)
         gen = gens.get(low_vram) or gens.setdefault(low_vram, VideoGenerator(device="cpu", low_vram=low_vram))
         kw = {"prompt": "a red circle moving left", "num_inference_steps": 1, "guidance_scale": 4.0, "seed": 0,
               **point}
         opts = GenerateOptions.validate(**kw, max_seq=gen.motion_config["motion_max_seq_length"],
-                                        sample_size=gen._default_size(), strength=1.0 if video else None)
-        est = gen.estimate_memory(opts, controlnets=n_cn, video=video)
+                                        sample_size=gen._default_size(),
+                                        strength=1.0 if est_kw["video"] and not est_kw["decode_all"] else None)
+        est = gen.estimate_memory(opts, **est_kw)
         row.update(estimate=est.needed, peak_phase=est.peak_phase, phases=est.phases)
         if "measured" in row:
             row["ratio"] = round(est.needed / row["measured"], 2)
@@ -178,12 +206,20 @@ def refusal_time() -> dict:
     return out
 
 
+def _point_key(point: dict) -> tuple:
+    """A grid point without its default flags (as GRID writes it and as the results record it)."""
+    defaults = {"low_vram": False, "controlnets": 0, "video": False, "sparsectrl": False}
+    return tuple(sorted((k, v) for k, v in point.items() if defaults.get(k, object()) != v))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--max-gb", type=float, default=3.0, help="skip grid points estimated above this")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--refusal", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--reestimate", action="store_true", help="recompute the estimates of the recorded grid")
+    ap.add_argument("--new", action="store_true", help="measure only the grid points the results do not have yet "
+                    "and add them")
     args = ap.parse_args()
     if args.reestimate:
         reestimate()
@@ -196,8 +232,10 @@ def main() -> None:
         return
     import torch
 
-    rows = []
-    for point in GRID:
+    old = json.loads(OUT.read_text())["grid"] if args.new and OUT.exists() else []
+    known = [_point_key(r["point"]) for r in old]
+    rows = list(old)
+    for point in (p for p in GRID if _point_key(p) not in known):
         res = subprocess.run([sys.executable, __file__, "--child", json.dumps(point), "--max-gb", str(args.max_gb)],
                              capture_output=True, text=True)
         if res.returncode:
