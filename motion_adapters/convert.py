@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from .base import BaseWeights, configs_from_folder, skeleton_dir
 from .errors import MotionAdapterError
@@ -27,7 +28,11 @@ from .io import save_pickle_atomic, save_safetensors_atomic
 from .loading import load_adapter
 from .swap import build_controlnet, build_sparsectrl, materialize
 
+if TYPE_CHECKING:
+    from diffusers import ModelMixin
+
 log = logging.getLogger(__name__)
+E = TypeVar("E", ControlNetWeights, SparseCtrlWeights)
 TARGETS = ("ours", "original", "diffusers", "kohya")
 PEER_FRIENDLY_PE = 32
 OURS_SUFFIXES = (".safetensors",)  # our format, and single-file bases: safetensors only
@@ -107,27 +112,28 @@ def export_motion_module(mm: MotionModuleWeights, dst: str | Path | Destination,
 def export_controlnet(cw: ControlNetWeights, dst: str | Path | Destination, to: str) -> Path:
     """A ControlNet as ours (.safetensors), original (lllyasviel keys under ``control_model.``, .safetensors or
     .pth) or diffusers (a ``ControlNetModel`` folder)."""
-    dst = _destination(dst)
-    if to == "ours":
-        return ours.save_controlnet(cw, dst.file(OURS_SUFFIXES))
-    if to == "original":
-        return _save_tensors(controlnet_to_ldm(cw.state_dict, cw.config), dst)
-    if to == "diffusers":
-        return dst.folder(lambda tmp: build_controlnet(cw).save_pretrained(str(tmp), safe_serialization=True))
-    raise MotionAdapterError(f"--to {to}: a ControlNet exports to ours, original or diffusers")
+    return _export_encoder(cw, dst, to, "a ControlNet", ours.save_controlnet, controlnet_to_ldm, build_controlnet)
 
 
 def export_sparsectrl(sw: SparseCtrlWeights, dst: str | Path | Destination, to: str) -> Path:
     """A SparseCtrl encoder as ours (.safetensors), original (AnimateDiff's naming with ``pos_encoder.pe``,
     .safetensors or .ckpt) or diffusers (a ``SparseControlNetModel`` folder)."""
+    return _export_encoder(sw, dst, to, "a SparseCtrl encoder", ours.save_sparsectrl, sparsectrl_to_original,
+                           build_sparsectrl)
+
+
+def _export_encoder(w: E, dst: str | Path | Destination, to: str, what: str, save_ours: Callable[[E, Path], Path],
+                    to_original: Callable[[dict, dict], dict], build: Callable[[E], ModelMixin]) -> Path:
+    """A control encoder (``what``, for the error) as ours (``save_ours``), original (keys from ``to_original``)
+    or diffusers (the folder of the model ``build`` makes)."""
     dst = _destination(dst)
     if to == "ours":
-        return ours.save_sparsectrl(sw, dst.file(OURS_SUFFIXES))
+        return save_ours(w, dst.file(OURS_SUFFIXES))
     if to == "original":
-        return _save_tensors(sparsectrl_to_original(sw.state_dict, sw.config), dst)
+        return _save_tensors(to_original(w.state_dict, w.config), dst)
     if to == "diffusers":
-        return dst.folder(lambda tmp: build_sparsectrl(sw).save_pretrained(str(tmp), safe_serialization=True))
-    raise MotionAdapterError(f"--to {to}: a SparseCtrl encoder exports to ours, original or diffusers")
+        return dst.folder(lambda tmp: build(w).save_pretrained(str(tmp), safe_serialization=True))
+    raise MotionAdapterError(f"--to {to}: {what} exports to ours, original or diffusers")
 
 
 def export_ip_adapter(ipw: IPAdapterWeights, dst: str | Path | Destination, to: str) -> Path:

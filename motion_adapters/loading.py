@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -55,6 +56,8 @@ from .kinds import (
     sniff_keys,
 )
 from .swap import validate_component
+
+W = TypeVar("W")
 
 FOLDER_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
                   "diffusion_pytorch_model.bin")
@@ -138,15 +141,23 @@ def _controlnet(cfg: dict, sd: dict, fmt: str, kind: str | None, metadata: Mappi
                              metadata=dict(metadata), source=str(source), guessed=guessed)
 
 
-def _read_controlnet_folder(path: Path) -> ControlNetWeights:
+def _read_model_folder(path: Path, model: str, accepts: Callable[[Mapping[str, torch.Tensor]], bool],
+                       build: Callable[[dict, dict, Mapping[str, str]], W]) -> W:
+    """A diffusers ``model`` folder (``ControlNetModel``, ``SparseControlNetModel``): its config and first weights
+    file, checked by ``accepts`` and turned into weights by ``build(config, tensors, metadata)``."""
     cfg = clean_config(json.loads((path / "config.json").read_text()))
     for name in FOLDER_WEIGHTS:
         if (path / name).exists():
             tensors, md = read_state_dict(path / name)
-            if not is_diffusers_controlnet(tensors):
-                raise AdapterFormatError(path / name, "diffusers ControlNetModel weights", describe_keys(tensors))
-            return _controlnet(cfg, tensors, "diffusers-folder", control_kind_from_name(path), md, path)
-    raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the ControlNetModel folder", "none")
+            if not accepts(tensors):
+                raise AdapterFormatError(path / name, f"diffusers {model} weights", describe_keys(tensors))
+            return build(cfg, tensors, md)
+    raise AdapterFormatError(path, f"diffusion_pytorch_model.safetensors in the {model} folder", "none")
+
+
+def _read_controlnet_folder(path: Path) -> ControlNetWeights:
+    return _read_model_folder(path, "ControlNetModel", is_diffusers_controlnet, lambda cfg, tensors, md: _controlnet(
+        cfg, tensors, "diffusers-folder", control_kind_from_name(path), md, path))
 
 
 def sparsectrl_from_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source,
@@ -183,15 +194,8 @@ def _sparsectrl(cfg: dict, sd: dict, fmt: str, metadata: Mapping, source,
 
 
 def _read_sparsectrl_folder(path: Path) -> SparseCtrlWeights:
-    cfg = clean_config(json.loads((path / "config.json").read_text()))
-    for name in FOLDER_WEIGHTS:
-        if (path / name).exists():
-            tensors, md = read_state_dict(path / name)
-            if not is_sparsectrl(tensors):
-                raise AdapterFormatError(path / name, "diffusers SparseControlNetModel weights", describe_keys(tensors))
-            sd, _, _ = sparsectrl_to_diffusers(tensors)
-            return _sparsectrl(cfg, sd, "diffusers-folder", md, path)
-    raise AdapterFormatError(path, "diffusion_pytorch_model.safetensors in the SparseControlNetModel folder", "none")
+    return _read_model_folder(path, "SparseControlNetModel", is_sparsectrl, lambda cfg, tensors, md: _sparsectrl(
+        cfg, sparsectrl_to_diffusers(tensors)[0], "diffusers-folder", md, path))
 
 
 def ip_adapter_from_file(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source) -> IPAdapterWeights:

@@ -266,19 +266,26 @@ def check_controlnet_fits_base(cw: ControlNetWeights, unet_config: Mapping, sour
 
     A single file does not store attention heads or GroupNorm groups (``cw.guessed``); a ControlNet is a
     copy of its base's encoder, so those are then taken from the base's ``unet_config``."""
-    base, mine = dict(unet_config), cw.config
-    base_fam, cn_fam = family_of(base), cw.family
-    if base_fam != cn_fam:
+    _check_encoder_fits_base("ControlNet", cw.config, cw.family, cw.guessed, GUESSABLE, unet_config, source)
+
+
+def _check_encoder_fits_base(noun: str, mine: dict, family: str, guessed: Iterable[str], guessable: Iterable[str],
+                             unet_config: Mapping, source) -> None:
+    """Refuse a copy of the base's encoder (a ``noun``: ControlNet, SparseCtrl encoder) of another family,
+    widths or depth; its ``guessed`` config keys that are ``guessable`` are set from the base."""
+    base = dict(unet_config)
+    base_fam = family_of(base)
+    if base_fam != family:
         raise AdapterFormatError(
-            source, f"a ControlNet for the loaded {FAMILY_NAMES[base_fam]} base (cross_attention_dim "
-            f"{base.get('cross_attention_dim')})", f"an {FAMILY_NAMES.get(cn_fam, cn_fam)} ControlNet "
+            source, f"a {noun} for the loaded {FAMILY_NAMES[base_fam]} base (cross_attention_dim "
+            f"{base.get('cross_attention_dim')})", f"an {FAMILY_NAMES.get(family, family)} {noun} "
             f"(cross_attention_dim {mine.get('cross_attention_dim')})")
     for key in ("cross_attention_dim", "block_out_channels", "layers_per_block"):
         want, have = _norm(base.get(key)), _norm(mine.get(key))
         if want != have:
-            raise AdapterFormatError(source, f"a ControlNet with {key} {want} (the base UNet's)", f"{key} {have}")
-    for key in cw.guessed:
-        if key in GUESSABLE and key in base:
+            raise AdapterFormatError(source, f"a {noun} with {key} {want} (the base UNet's)", f"{key} {have}")
+    for key in guessed:
+        if key in guessable and key in base:
             mine[key] = _norm(base[key])
 
 
@@ -293,21 +300,8 @@ def check_sparsectrl_fits_base(sw: SparseCtrlWeights, unet_config: Mapping, sour
     """Refuse a SparseCtrl encoder whose residuals cannot be added to this base UNet (another family, widths,
     depth). What a single file does not store (``sw.guessed``: heads, GroupNorm groups) is taken from the base,
     whose encoder the SparseCtrl one copies."""
-    base, mine = dict(unet_config), sw.config
-    base_fam = family_of(base)
-    if base_fam != sw.family:
-        raise AdapterFormatError(
-            source, f"a SparseCtrl encoder for the loaded {FAMILY_NAMES[base_fam]} base (cross_attention_dim "
-            f"{base.get('cross_attention_dim')})", f"an {FAMILY_NAMES.get(sw.family, sw.family)} SparseCtrl "
-            f"encoder (cross_attention_dim {mine.get('cross_attention_dim')})")
-    for key in ("cross_attention_dim", "block_out_channels", "layers_per_block"):
-        want, have = _norm(base.get(key)), _norm(mine.get(key))
-        if want != have:
-            raise AdapterFormatError(source, f"a SparseCtrl encoder with {key} {want} (the base UNet's)",
-                                     f"{key} {have}")
-    for key in sw.guessed:
-        if key in SPARSECTRL_GUESSABLE and key in base:
-            mine[key] = _norm(base[key])
+    _check_encoder_fits_base("SparseCtrl encoder", sw.config, sw.family, sw.guessed, SPARSECTRL_GUESSABLE,
+                             unet_config, source)
 
 
 def build_sparsectrl(sw: SparseCtrlWeights, dtype: torch.dtype | None = None,

@@ -20,7 +20,6 @@ base UNet whose zero convolutions add nothing: it proves the code path, not the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -28,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 from diffusers import ControlNetModel, UNet2DConditionModel
-from PIL import Image, ImageDraw
 
 from motion_adapters.clips.controls import silhouette
-from motion_adapters.clips.eval_cli import no_nan
+from motion_adapters.clips.export import to_uint8
 from motion_adapters.inference.controlnets import ControlInput
 from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.registry import is_available, is_registered, model_path
 from motion_adapters.shapes.data import background, render_clip, render_frame
+from motion_adapters.shapes.eval_common import eval_main, labelled_gif
 from motion_adapters.shapes.evaluate import evaluate_clip
 from motion_adapters.shapes.world import HELDOUT, LOOKS, Spec, caption
 
@@ -113,10 +112,6 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a[ok] - a[ok].mean(), b[ok] - b[ok].mean()
     den = float(np.sqrt((a @ a) * (b @ b)))
     return float(a @ b / den) if ok.sum() >= 3 and den > 1e-9 else 0.0
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
 def score_v2v(frames: np.ndarray, spec: Spec, centres: np.ndarray, look: str) -> dict:
@@ -314,26 +309,7 @@ def demo_gif(path: str | Path, v2v: dict[float, list[np.ndarray]], cn: dict[str,
         rows.append((f'ControlNet: "{caption(spec)}"',
                      [("control clip (left)", clip), ("silhouette maps", to_uint8(maps)),
                       ("with ControlNet", cn["with"][0]), ("without", cn["without"][0])]))
-    cell, gap, head = 32 * scale, 8, 30
-    ncol = max(len(c) for _, c in rows)
-    width = ncol * (cell + gap) + gap
-    height = len(rows) * (cell + head + gap) + gap
-    frames = []
-    for t in range(len(rows[0][1][0][1])):
-        img = Image.new("RGB", (width, height), (255, 255, 255))
-        draw = ImageDraw.Draw(img)
-        for r, (title, cells) in enumerate(rows):
-            y = gap + r * (cell + head + gap)
-            draw.text((gap, y), title, fill=(0, 0, 0))
-            for c, (label, clip) in enumerate(cells):
-                x = gap + c * (cell + gap)
-                draw.text((x, y + 14), label, fill=(90, 90, 90))
-                img.paste(Image.fromarray(clip[t % len(clip)]).resize((cell, cell), Image.NEAREST), (x, y + head))
-        frames.append(img)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0, optimize=True)
-    return out
+    return labelled_gif(path, rows, len(rows[0][1][0][1]), 32 * scale, 8, 30, 14, fps)
 
 
 def gif_only(path: str | Path, seed: int = 0, steps: int | None = None,
@@ -403,15 +379,7 @@ def run_parsed(a: argparse.Namespace, on_arm: Callable[[dict], None] | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--json", default=None, help="also write the result as JSON here")
-    a = p.parse_args(argv)
-    res = run_parsed(a)
-    print(table(res))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(no_nan(res), indent=2, default=str))
-    return 0
+    return eval_main(argv, __doc__.split("\n\n")[0], build_parser, run_parsed, table)
 
 
 if __name__ == "__main__":

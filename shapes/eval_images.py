@@ -20,7 +20,6 @@ Clips come from ``VideoGenerator.generate`` (``keyframes={frame: picture}``, ``s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -29,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import SparseControlNetModel
-from PIL import Image, ImageDraw
 
-from motion_adapters.clips.eval_cli import no_nan
+from motion_adapters.clips.export import to_uint8
 from motion_adapters.inference.generator import VideoGenerator
 from motion_adapters.kinds import KIND_SPARSECTRL
 from motion_adapters.loading import load_adapter
 from motion_adapters.registry import is_available, is_registered, model_path
 from motion_adapters.shapes.data import render_clip
+from motion_adapters.shapes.eval_common import eval_main, labelled_gif
 from motion_adapters.shapes.evaluate import evaluate_clip
 from motion_adapters.shapes.models import (
     DEFAULT_BASE,
@@ -105,10 +104,6 @@ class Animator:
         res = self.gen.generate(prompt, seed=seed, num_inference_steps=steps, keyframes=keyframes,
                                 sparsectrl=self.encoder, sparsectrl_scale=scale)
         return to_uint8(res.frames)
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -227,25 +222,7 @@ def demo_gif(path: str | Path, kept: dict[str, list[np.ndarray]], seed: int = 0,
                      [("input image", clip[:1]), ("SparseCtrl", kept["i2v"][i]), ("text only", kept["text_only"][i])]))
         rows.append(("first + last keyframes", [("first", clip[:1]), ("last", clip[-1:]),
                                                  ("in-between", kept["first_last"][i]), ("rendered case", clip)]))
-    cell, gap, head = 32 * scale, 6, 28
-    ncol = max(len(c) for _, c in rows)
-    width, height = ncol * (cell + gap) + gap, len(rows) * (cell + head + gap) + gap
-    frames = []
-    for t in range(len(kept["i2v"][0])):
-        img = Image.new("RGB", (width, height), (255, 255, 255))
-        draw = ImageDraw.Draw(img)
-        for r, (title, cells) in enumerate(rows):
-            y = gap + r * (cell + head + gap)
-            draw.text((gap, y), title, fill=(0, 0, 0))
-            for c, (label, clip) in enumerate(cells):
-                x = gap + c * (cell + gap)
-                draw.text((x, y + 13), label, fill=(90, 90, 90))
-                img.paste(Image.fromarray(clip[t % len(clip)]).resize((cell, cell), Image.NEAREST), (x, y + head))
-        frames.append(img.quantize(64))
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frames[0].save(out, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0, optimize=True)
-    return out
+    return labelled_gif(path, rows, len(kept["i2v"][0]), 32 * scale, 6, 28, 13, fps, colours=64)
 
 
 def table(result: dict) -> str:
@@ -282,15 +259,7 @@ def run_parsed(a: argparse.Namespace, on_arm: Callable[[dict], None] | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--json", default=None, help="also write the result as JSON here")
-    a = p.parse_args(argv)
-    res = run_parsed(a)
-    print(table(res))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(no_nan(res), indent=2, default=str))
-    return 0
+    return eval_main(argv, __doc__.split("\n\n")[0], build_parser, run_parsed, table)
 
 
 if __name__ == "__main__":

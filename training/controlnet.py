@@ -19,9 +19,10 @@ import torch
 from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 from PIL import Image
 
-from motion_adapters.base import load_tokenizer
+from motion_adapters.base import BaseWeights, load_tokenizer
 from motion_adapters.files import atomic_file
 from motion_adapters.formats.controlnet import ControlNetWeights
+from motion_adapters.formats.motion_module import MotionModuleWeights
 from motion_adapters.formats.ours import save_controlnet
 from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import build_text_encoder, build_vae
@@ -65,6 +66,14 @@ def build_controlnet_models(cfg: TrainConfig, device, dtype: torch.dtype | None)
     unet = unet_2d(base, cfg.model.base, "cpu")
     torch.manual_seed(cfg.run.seed)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    tm = frozen_train_models(cfg, base, unet, None, device, dtype)
+    return tm, trainable(tm, controlnet, "controlnet", device)
+
+
+def frozen_train_models(cfg: TrainConfig, base: BaseWeights, unet: torch.nn.Module,
+                        motion: MotionModuleWeights | None, device, dtype: torch.dtype | None) -> TrainModels:
+    """``unet`` (fp32 on the CPU) frozen and moved to ``device`` with the base's frozen VAE and text encoder,
+    all stored in ``dtype`` under mixed precision (fp32 otherwise); no trainable group yet."""
     unet.requires_grad_(False).eval()
     if dtype is not None:
         cast_frozen(unet, dtype)
@@ -73,10 +82,46 @@ def build_controlnet_models(cfg: TrainConfig, device, dtype: torch.dtype | None)
                             device)
     vae.requires_grad_(False).eval()
     te.requires_grad_(False).eval()
-    tm = TrainModels(unet.to(device), vae, te, load_tokenizer(base), base, None)
-    controlnet = controlnet.to(device).train()
-    tm.groups["controlnet"] = [n for n, _ in controlnet.named_parameters()]
-    return tm, controlnet
+    return TrainModels(unet.to(device), vae, te, load_tokenizer(base), base, motion)
+
+
+def trainable(tm: TrainModels, model: torch.nn.Module, group: str, device) -> torch.nn.Module:
+    """``model`` on ``device`` in train mode, all its parameters registered as ``tm``'s group ``group``."""
+    model = model.to(device).train()
+    tm.groups[group] = [n for n, _ in model.named_parameters()]
+    return model
+
+
+def residual_prediction(unet: torch.nn.Module, noisy: torch.Tensor, t: torch.Tensor, emb: torch.Tensor,
+                        down: list[torch.Tensor], mid: torch.Tensor) -> torch.Tensor:
+    """The frozen ``unet``'s prediction with a control model's residuals added (all cast to its dtype)."""
+    dtype = unet.dtype
+    return unet(noisy.to(dtype), t, encoder_hidden_states=emb.to(dtype),
+                down_block_additional_residuals=[r.to(dtype) for r in down],
+                mid_block_additional_residual=mid.to(dtype)).sample
+
+
+def trained_config_and_state(model: torch.nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A trained diffusers model's public config and fp32 CPU copies of its weights."""
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}
+    return config, {k: v.detach().float().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def finish_export(path: Path, cfg: TrainConfig) -> str:
+    """The written file ``path``, halved to fp16 in place when ``run.export_dtype`` asks for it."""
+    if cfg.run.export_dtype == "fp16":
+        to_fp16_file(path)
+    return str(path)
+
+
+def save_validation_image(img: Image.Image, folder: Path, step: int, i: int, tb) -> Path:
+    """``img`` saved as ``step-000100-0.png`` in ``folder`` (and logged to TensorBoard when ``tb`` is set)."""
+    path = folder / f"step-{step:06d}-{i}.png"
+    with atomic_file(path) as tmp:
+        img.save(tmp)
+    if tb is not None:
+        tb.add_image(f"validation/{i}", np.asarray(img), step, dataformats="HWC")
+    return path
 
 
 def frame_seeds(seed: int, n: int) -> list[int]:
@@ -137,10 +182,7 @@ class ControlNetTask:
         with self.accelerator.autocast():
             down, mid = self.prepared_controlnet(noisy, t, encoder_hidden_states=emb, controlnet_cond=maps,
                                                  return_dict=False)
-            dtype = self.tm.unet.dtype
-            pred = self.tm.unet(noisy.to(dtype), t, encoder_hidden_states=emb.to(dtype),
-                                down_block_additional_residuals=[r.to(dtype) for r in down],
-                                mid_block_additional_residual=mid.to(dtype)).sample
+            pred = residual_prediction(self.tm.unet, noisy, t, emb, down, mid)
         return mse(pred, target)
 
     def passes(self, items: list[dict], step: int) -> list[LossPass]:
@@ -149,19 +191,14 @@ class ControlNetTask:
     # ----------------------------------------------------------------------------------------------- output
     def weights(self) -> ControlNetWeights:
         """The trained ControlNet in memory (fp32 copies on the CPU)."""
-        cn = self.controlnet
-        config = {k: v for k, v in cn.config.items() if not k.startswith("_")}
-        sd = {k: v.detach().float().cpu().clone() for k, v in cn.state_dict().items()}
+        config, sd = trained_config_and_state(self.controlnet)
         return ControlNetWeights(config=config, state_dict=sd, source_format="ours", control_kind=self.preprocessor,
                                  family="sd15")
 
     def export(self, out_dir: Path, training: dict) -> dict[str, str]:
         summary = {**training, "preprocessor": self.preprocessor,
                    "conditioning_scale": self.cfg.controlnet.conditioning_scale}
-        path = save_controlnet(self.weights(), out_dir / OUTPUT, summary)
-        if self.cfg.run.export_dtype == "fp16":
-            to_fp16_file(path)
-        return {"controlnet": str(path)}
+        return {"controlnet": finish_export(save_controlnet(self.weights(), out_dir / OUTPUT, summary), self.cfg)}
 
     @torch.no_grad()
     def validate(self, out_dir: Path, step: int, tb) -> list[Path]:
@@ -191,12 +228,7 @@ class ControlNetTask:
                 frame = (item["pixels"][0].permute(1, 2, 0).numpy() + 1) / 2
                 row = [cond[0].permute(1, 2, 0).numpy(), np.asarray(out.images[0], dtype=np.float32), frame]
                 img = Image.fromarray((np.clip(np.concatenate(row, axis=1), 0, 1) * 255).round().astype(np.uint8))
-                path = folder / f"step-{step:06d}-{i}.png"
-                with atomic_file(path) as tmp:
-                    img.save(tmp)
-                paths.append(path)
-                if tb is not None:
-                    tb.add_image(f"validation/{i}", np.asarray(img), step, dataformats="HWC")
+                paths.append(save_validation_image(img, folder, step, i, tb))
         finally:
             cn.train()
         return paths

@@ -23,8 +23,6 @@ import torch
 from diffusers import AnimateDiffSparseControlNetPipeline, SparseControlNetModel
 from PIL import Image
 
-from motion_adapters.base import load_tokenizer
-from motion_adapters.files import atomic_file
 from motion_adapters.formats.motion_module import MotionModuleWeights, is_pe_key
 from motion_adapters.formats.ours import save_sparsectrl
 from motion_adapters.formats.sparsectrl import SparseCtrlWeights
@@ -34,17 +32,22 @@ from motion_adapters.schedulers import make_scheduler
 from motion_adapters.swap import (
     adapter_view,
     build_motion_unet,
-    build_text_encoder,
-    build_vae,
     check_motion_fits_base,
 )
 from motion_adapters.training.accelerator import frozen_dtype
 from motion_adapters.training.config import ConfigError, TrainConfig
-from motion_adapters.training.controlnet import map_embedding_channels
+from motion_adapters.training.controlnet import (
+    finish_export,
+    frozen_train_models,
+    map_embedding_channels,
+    residual_prediction,
+    save_validation_image,
+    trainable,
+    trained_config_and_state,
+)
 from motion_adapters.training.data import VideoDataset
 from motion_adapters.training.diffusion import enable_memory_savers, encode_items, encode_prompts
 from motion_adapters.training.losses import mse, sample_noise, target_for, train_scheduler
-from motion_adapters.training.model import cast_frozen, to_fp16_file
 from motion_adapters.training.task import LossPass
 from motion_adapters.training.train_models import TrainModels, read_complete_base, unet_2d
 
@@ -142,18 +145,8 @@ def build_sparsectrl_models(cfg: TrainConfig, device, dtype: torch.dtype | None
                           f"(the motion module's frame cap), found {cfg.data.num_frames}")
     encoder, report = new_encoder(cfg, base, motion)
     unet = build_motion_unet(base.configs["unet"], base.unet, motion, cfg.model.base, torch.float32, "cpu")
-    unet.requires_grad_(False).eval()
-    if dtype is not None:
-        cast_frozen(unet, dtype)
-    vae = build_vae(base.configs["vae"], base.vae, cfg.model.base, dtype or torch.float32, device)
-    te = build_text_encoder(base.configs["text_encoder"], base.text_encoder, cfg.model.base, dtype or torch.float32,
-                            device)
-    vae.requires_grad_(False).eval()
-    te.requires_grad_(False).eval()
-    tm = TrainModels(unet.to(device), vae, te, load_tokenizer(base), base, motion)
-    encoder = encoder.to(device).train()
-    tm.groups["sparsectrl"] = [n for n, _ in encoder.named_parameters()]
-    return tm, encoder, report
+    tm = frozen_train_models(cfg, base, unet, motion, device, dtype)
+    return tm, trainable(tm, encoder, "sparsectrl", device), report
 
 
 def condition(latents: torch.Tensor, maps: torch.Tensor | None, frames: list[list[int]]
@@ -221,10 +214,7 @@ class SparseCtrlTask:
         with self.accelerator.autocast():
             down, mid = self.prepared_encoder(noisy, t, encoder_hidden_states=emb, controlnet_cond=cond,
                                               conditioning_mask=mask, return_dict=False)
-            dtype = self.tm.unet.dtype
-            pred = self.tm.unet(noisy.to(dtype), t, encoder_hidden_states=emb.to(dtype),
-                                down_block_additional_residuals=[r.to(dtype) for r in down],
-                                mid_block_additional_residual=mid.to(dtype)).sample
+            pred = residual_prediction(self.tm.unet, noisy, t, emb, down, mid)
         return mse(pred, target)
 
     def passes(self, items: list[dict], step: int) -> list[LossPass]:
@@ -233,9 +223,7 @@ class SparseCtrlTask:
     # ----------------------------------------------------------------------------------------------- output
     def weights(self) -> SparseCtrlWeights:
         """The trained encoder in memory (fp32 copies on the CPU)."""
-        enc = self.encoder
-        config = {k: v for k, v in enc.config.items() if not k.startswith("_")}
-        sd = {k: v.detach().float().cpu().clone() for k, v in enc.state_dict().items()}
+        config, sd = trained_config_and_state(self.encoder)
         return SparseCtrlWeights(config=config, state_dict=sd, source_format="ours", control_kind=self.kind,
                                  family="sd15")
 
@@ -249,10 +237,7 @@ class SparseCtrlTask:
                    "motion_keys_copied": len(self.copied["copied"]),
                    "motion_keys_left_out": len(self.copied["not_in_encoder"]),
                    "temporal_norm_groups": self.copied["norm_groups"]}
-        path = save_sparsectrl(self.weights(), out_dir / OUTPUT, summary)
-        if self.cfg.run.export_dtype == "fp16":
-            to_fp16_file(path)
-        return {"sparsectrl": str(path)}
+        return {"sparsectrl": finish_export(save_sparsectrl(self.weights(), out_dir / OUTPUT, summary), self.cfg)}
 
     @torch.no_grad()
     def validate(self, out_dir: Path, step: int, tb) -> list[Path]:
@@ -283,12 +268,7 @@ class SparseCtrlTask:
                 frames = np.asarray(out.frames[0], dtype=np.float32)
                 row = np.concatenate([np.asarray(picture, dtype=np.float32) / 255.0, *frames], axis=1)
                 img = Image.fromarray((np.clip(row, 0, 1) * 255).round().astype(np.uint8))
-                path = folder / f"step-{step:06d}-{i}.png"
-                with atomic_file(path) as tmp:
-                    img.save(tmp)
-                paths.append(path)
-                if tb is not None:
-                    tb.add_image(f"validation/{i}", np.asarray(img), step, dataformats="HWC")
+                paths.append(save_validation_image(img, folder, step, i, tb))
         finally:
             enc.train()
         return paths

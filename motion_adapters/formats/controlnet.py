@@ -232,6 +232,17 @@ def _groups(channels: Iterable[int], preferred: int = 32) -> int:
     return next(n for n in (preferred, 16, 8, 4, 2, 1) if g % n == 0)
 
 
+def _down_blocks(sd: Mapping[str, Tensor]) -> tuple[list[int], list[int], int, list[bool], list[int]]:
+    """An encoder's down blocks read from diffusers-key shapes: levels, their channels, resnets per block, which
+    have attentions and each one's transformer depth (a missing tensor raises ``KeyError``/``IndexError``)."""
+    levels = _levels(sd)
+    channels = [int(sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in levels]
+    lpb = _count(sd, r"down_blocks\.0\.resnets\.(\d+)\.")
+    attn = [any(k.startswith(f"down_blocks.{i}.attentions.") for k in sd) for i in levels]
+    depth = [_count(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") or 1 for i in levels]
+    return levels, channels, lpb, attn, depth
+
+
 def infer_config(sd: Mapping[str, Tensor], source: Any = None) -> tuple[dict, tuple[str, ...]]:
     """A ``ControlNetModel`` config read from diffusers-key tensor shapes, and the keys set by convention.
 
@@ -239,11 +250,7 @@ def infer_config(sd: Mapping[str, Tensor], source: Any = None) -> tuple[dict, tu
     head count in diffusers' SD configs). GroupNorm: 32 groups when the channels allow. SDXL's time
     embedding width (256) is not in the weights either."""
     try:
-        levels = _levels(sd)
-        channels = [int(sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in levels]
-        lpb = _count(sd, r"down_blocks\.0\.resnets\.(\d+)\.")
-        attn = [any(k.startswith(f"down_blocks.{i}.attentions.") for k in sd) for i in levels]
-        depth = [_count(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") or 1 for i in levels]
+        levels, channels, lpb, attn, depth = _down_blocks(sd)
         hint_ch, hint_outs = _conditioning_channels(sd)
         in_ch = int(sd["conv_in.weight"].shape[1])
     except (KeyError, IndexError) as e:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AdapterFormatError
-from .controlnet import _conditioning_channels, _count, _cross_attention_dim, _groups, _levels, family_of
+from .controlnet import _conditioning_channels, _count, _cross_attention_dim, _down_blocks, _groups, family_of
 from .motion_module import (
     DEFAULT_MAX_SEQ,
     ORIGINAL_MARKER,
@@ -114,11 +114,7 @@ def infer_config(sd: Mapping[str, Tensor], max_seq_length: int | None = None,
     so ``conditioning_channels`` is the embedding's input width less one. Heads and GroupNorm groups follow
     SD1.5 until a base says otherwise; motion heads are the released 8."""
     try:
-        levels = _levels(sd)
-        channels = [int(sd[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in levels]
-        lpb = _count(sd, r"down_blocks\.0\.resnets\.(\d+)\.")
-        attn = [any(k.startswith(f"down_blocks.{i}.attentions.") for k in sd) for i in levels]
-        depth = [_count(sd, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.") or 1 for i in levels]
+        levels, channels, lpb, attn, depth = _down_blocks(sd)
         temporal = _count(sd, r"down_blocks\.0\.motion_modules\.0\.transformer_blocks\.(\d+)\.") or 1
         in_ch = int(sd["conv_in.weight"].shape[1])
         if RGB_EMBEDDING in sd:
