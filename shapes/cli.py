@@ -25,7 +25,7 @@ def add_toy_parser(subparsers) -> None:
                               description="The embedded offline shapes world (docs/shapes-world.md).")
     sub = p.add_subparsers(dest="toy_command", required=True)
     b = sub.add_parser(
-        "build", help="train every shapes-world model from scratch (~65 min on 2 CPU cores)",
+        "build", help="train every shapes-world model from scratch (~70 min on 2 CPU cores)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Stages: " + ", ".join(STAGES) + ". Configs under shapes/configs/. Each stage is skipped when "
         "WORK/STAGE/DONE.json exists and resumes from its newest checkpoint when interrupted; the export stage "

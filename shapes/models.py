@@ -20,7 +20,7 @@ FAMILY = "shapes"
 DEFAULT_BASE = "shapes-base"
 DEFAULT_MOTION = "shapes-motion"
 DEFAULT_SPARSECTRL = "shapes-rgb-sparsectrl"
-BUILD_HINT = "Run `motion-adapters toy build` (about 65 min on 2 CPU cores) to train every shapes-world model."
+BUILD_HINT = "Run `motion-adapters toy build` (about 70 min on 2 CPU cores) to train every shapes-world model."
 #: generation defaults of the shapes world (overridden by the manifest of a build)
 TOY_GENERATION = {"height": 32, "width": 32, "num_frames": 8, "num_inference_steps": 25, "guidance_scale": 4.0,
                   "fps": 8.0}
