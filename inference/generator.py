@@ -244,8 +244,7 @@ class VideoGenerator:
         source = read_frame_input(video, n.get("video", "video")) if video is not None else None
         controls = control_inputs(controlnets, label=n.get("controlnets", "controlnets"))
         pictures = read_keyframes(image, keyframes, n)
-        ip_pic = self._ip.image_prompt(ip_adapter, ip_image, ip_encoder, n, unet_config=self.configs["unet"],
-                                       dtype=self.dtype, device=self.device)
+        ip_pic = self._ip.image_prompt(ip_adapter, ip_image, n)
         ip_scale = check_ip_scale(n.get("ip_scale", "ip_scale"), ip_scale)
         loaded = self._sparsectrl.entries()
         encoder = choose_encoder(pictures, sparsectrl, loaded[0].model if loaded else default_sparsectrl_for(
@@ -274,6 +273,10 @@ class VideoGenerator:
             raise MotionAdapterError(f"{n.get('sparsectrl', 'sparsectrl')}: keyframes run diffusers' SparseCtrl "
                                      "pipeline, which has no context windows or prompt travel; expected one prompt "
                                      f"and at most {self.motion_config['motion_max_seq_length']} frames")
+        if ip_adapter is not None:  # every input checked: now load what the call needs
+            self._ip.load(ip_adapter, ip_encoder, unet_config=self.configs["unet"], dtype=self.dtype,
+                          device=self.device, label=n.get("ip_adapter", "ip_adapter"),
+                          encoder_label=n.get("ip_encoder", "ip_encoder"))
         if still:
             source = Frames(np.repeat(placed[0].frames, opts.num_frames, axis=0), placed[0].label, placed[0].path,
                             placed[0].sha256)

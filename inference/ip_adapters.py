@@ -86,10 +86,10 @@ class IPAdapterSlot:
                                       weights, image_encoder, processor)
         return self.loaded
 
-    def image_prompt(self, model, image, encoder, labels: Mapping[str, str], *, unet_config, dtype: torch.dtype,
-                     device: str) -> Frames | None:
-        """A call's image prompt, read, with its IP-Adapter ``model`` loaded (default: the one loaded); an image
-        without any IP-Adapter, or an IP-Adapter without an image, is an error naming them."""
+    def image_prompt(self, model, image, labels: Mapping[str, str]) -> Frames | None:
+        """A call's image prompt, read (the IP-Adapter ``model`` is loaded later, after every other input is
+        checked; default: the one loaded); an image without any IP-Adapter, or an IP-Adapter without an image, is
+        an error naming them."""
         label, ip_label = labels.get("ip_image", "ip_image"), labels.get("ip_adapter", "ip_adapter")
         if image is None:
             if model is not None:
@@ -99,9 +99,6 @@ class IPAdapterSlot:
         if model is None and self.loaded is None:
             raise MotionAdapterError(f"{label}: an image prompt needs an IP-Adapter; expected one ({ip_label}), "
                                      "found none loaded")
-        if model is not None:
-            self.load(model, encoder, unet_config=unet_config, dtype=dtype, device=device, label=ip_label,
-                      encoder_label=labels.get("ip_encoder", "ip_encoder"))
         return picture
 
     def unload(self) -> None:

@@ -216,6 +216,9 @@ def test_failed_sparsectrl_and_ip_adapter_loads_change_nothing(tiny, tmp_path):
         (lambda: gen.set_ip_adapter(tiny.cn_dir), "expected an SD1.5 IP-Adapter|expected an IP-Adapter"),
         (lambda: gen.generate(PROMPT, num_frames=4, seed=0, ip_adapter=tiny.ip_sdxl, ip_image=IP_PICTURE, **CALL),
          "SDXL"),
+        # a bad keyframe refuses the call before the new IP-Adapter is read
+        (lambda: gen.generate(PROMPT, num_frames=4, seed=0, image=FIRST, keyframes={7: LAST}, ip_adapter=tiny.ip_plus_st,
+                              ip_image=IP_PICTURE, **CALL), "keyframes 7: expected a frame of the 4-frame clip"),
     ]:
         with pytest.raises(MotionAdapterError, match=message):
             call()
