@@ -282,7 +282,8 @@ class VideoGenerator:
                             placed[0].sha256)
         cond, inputs = self._conditioning(opts, source, controls, n)
         if encoder is not None:
-            self._sparse_conditioning(cond, inputs, encoder, placed, sparsectrl_scale, opts, n)
+            self._sparse_conditioning(cond, inputs, encoder, placed, sparsectrl_scale, opts, n,
+                                      image_given=image is not None)
         if still:
             inputs.update(video=None, image={**placed[0].entry(), "animated_by": "video to video"})
         if ip_pic is not None:
@@ -302,8 +303,9 @@ class VideoGenerator:
         return GenerationResult(frames, recipe, cond.maps)
 
     def _sparse_conditioning(self, cond: Conditioning, inputs: dict, encoder, placed: Mapping[int, Frames],
-                             scale: float, opts: GenerateOptions, n: Mapping[str, str]) -> None:
-        """Load the SparseCtrl encoder and add it and its fitted keyframes to ``cond`` and the recipe."""
+                             scale: float, opts: GenerateOptions, n: Mapping[str, str], *, image_given: bool) -> None:
+        """Load the SparseCtrl encoder and add it and its fitted keyframes to ``cond`` and the recipe (frame 0 as
+        the recipe's ``image`` when it was given as ``image=``)."""
         scale = finite_number(f"{n.get('sparsectrl', 'sparsectrl')} scale", scale, 0.0, MAX_CONTROL_SCALE)
         [model] = self._sparsectrl.set([encoder], unet_config=self.configs["unet"], dtype=self.dtype,
                                        device=self.device)
@@ -312,10 +314,9 @@ class VideoGenerator:
         cond.keyframes = {i: p.fitted(1, opts.width, opts.height)[0] for i, p in placed.items()}
         inputs["sparsectrl"] = {**(model_entry(loaded.source) or {"name": loaded.source}), "scale": scale,
                                 "control_kind": loaded.control_kind}
-        if 0 in placed and placed[0].label == n.get("image", "image"):
+        if image_given:
             inputs["image"] = placed[0].entry()
-        inputs["keyframes"] = [{"index": i, **p.entry()} for i, p in placed.items()
-                               if not (i == 0 and "image" in inputs)]
+        inputs["keyframes"] = [{"index": i, **p.entry()} for i, p in placed.items() if not (i == 0 and image_given)]
 
     def _conditioning(self, opts: GenerateOptions, source: Frames | None, controls: list,
                       labels: Mapping[str, str]) -> tuple[Conditioning, dict]:
