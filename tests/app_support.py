@@ -64,21 +64,24 @@ def write_models_dir(root: Path) -> Path:
     return root
 
 
-def shapes_unet():
-    """A (randomly initialised) UNet of shapes-base's layout: what the test control models are cut from."""
+def shapes_unet(seed: int = 0):
+    """A UNet of shapes-base's layout, randomly initialised from ``seed`` (torch's global random state is left as
+    it was): what the test control models are cut from, the same on every run."""
     from diffusers import UNet2DConditionModel
 
     from motion_adapters.base import configs_from_folder
     from motion_adapters.registry import model_path
 
-    return UNet2DConditionModel.from_config(configs_from_folder(model_path("shapes-base"))["unet"])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return UNet2DConditionModel.from_config(configs_from_folder(model_path("shapes-base"))["unet"])
 
 
 def shapes_controlnet(seed: int = 0):
     """A ControlNet of shapes-base's UNet layout with every weight perturbed, so its zero convolutions act."""
     from diffusers import ControlNetModel
 
-    cn = ControlNetModel.from_unet(shapes_unet(),
+    cn = ControlNetModel.from_unet(shapes_unet(seed),
                                    conditioning_embedding_out_channels=(16, 32, 64))  # /4: the VAE's factor
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
